@@ -1,0 +1,267 @@
+"""The label stage: learn from the seed labels, label the rest with calibrated confidences, accept
+only what meets the target precision, queue the rest for review, flag seed labels that look wrong.
+
+Method: k-fold cross-fitting of a small CNN on the human labels. Every seed gets an out-of-fold
+prediction (used to fit the temperature, to measure calibration and to find label issues) and
+every unlabelled item gets the average logits of the k fold models (an ensemble). Then one round of
+self-training (pseudo-labelling in the manner of Lee, 2013, with class-balanced selection of
+confident items as in FixMatch-style thresholds) retrains the folds on seeds plus the surest
+pseudo-labels. Per-class acceptance thresholds come from the calibrated confidences.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import numpy as np
+from labelwright.core import cnn
+from labelwright.core.images import load_pixels, model_input, select
+from labelwright.core.messages import StageResult, Task
+from labelwright.core.pipeline import Progress, StageError
+from labelwright.core.settings import Settings
+from labelwright.core.storage import Store, read_csv_bytes
+
+from .calibration import (
+    class_threshold,
+    clopper_pearson_upper,
+    fit_temperature,
+    label_issues,
+)
+
+LABEL_FIELDS = ["file_name", "label", "confidence", "source", "status"]
+REVIEW_FIELDS = ["file_name", "suggested_label", "confidence", "priority"]
+ISSUE_FIELDS = ["file_name", "given_label", "suggested_label", "score"]
+MIN_SEEDS_TO_ACCEPT = 5
+
+
+def _epochs_for(n: int, batch_size: int, steps: int) -> int:
+    return int(np.clip(np.ceil(steps * batch_size / max(n, 1)), 15, 300))
+
+
+class _Fitter:
+    """Trains fold models with one configuration; counts models for progress."""
+
+    def __init__(self, input_shape, n_classes: int, params: dict, seed: int) -> None:
+        self.input_shape, self.n_classes, self.seed = input_shape, n_classes, seed
+        self.backbone = params.get("backbone", "small")
+        self.weights = params.get("weights")
+        self.steps = int(params.get("label_steps", 400))
+        self.batch_size = 32
+        self.flip = bool(params.get("flip", False))
+
+    def train_predict(self, x_train, y_train, x_eval: list[np.ndarray], fold: int, sample_weight=None):
+        model = cnn.build_model(self.input_shape, self.n_classes, backbone=self.backbone, weights=self.weights,
+                                flip=self.flip, seed=self.seed + fold)
+        cnn.fit(model, x_train, y_train, epochs=_epochs_for(len(x_train), self.batch_size, self.steps),
+                batch_size=self.batch_size, sample_weight=sample_weight)
+        return [cnn.predict_logits(model, x) for x in x_eval]
+
+
+def _cross_fit(fitter: _Fitter, x_seed, y_seed, x_rest, folds, extra=None, report=None):
+    """Out-of-fold logits for the seeds and fold-averaged logits for the rest."""
+    oof = np.zeros((len(y_seed), fitter.n_classes))
+    rest = np.zeros((len(x_rest), fitter.n_classes))
+    for k, (train_idx, held_idx) in enumerate(folds):
+        x_train, y_train, weights = x_seed[train_idx], y_seed[train_idx], np.ones(len(train_idx))
+        if extra is not None:
+            x_train = np.concatenate([x_train, extra[0]])
+            y_train = np.concatenate([y_train, extra[1]])
+            weights = np.concatenate([weights, extra[2]])
+        held, others = fitter.train_predict(x_train, y_train, [x_seed[held_idx], x_rest], k, weights)
+        oof[held_idx] = held
+        rest += others / len(folds)
+        if report:
+            report()
+    return oof, rest
+
+
+def _pseudo_labels(probs: np.ndarray, per_class: int, floor: float):
+    """Class-balanced pseudo-labels: the ``per_class`` surest items of each class above ``floor``."""
+    predicted, confidence = probs.argmax(axis=1), probs.max(axis=1)
+    chosen = []
+    for c in range(probs.shape[1]):
+        idx = np.nonzero((predicted == c) & (confidence >= floor))[0]
+        chosen.extend(idx[np.argsort(-confidence[idx])][:per_class])
+    chosen = np.asarray(sorted(chosen), dtype=int)
+    return chosen, predicted[chosen], confidence[chosen]
+
+
+def _review_order(confidence: np.ndarray, predicted: np.ndarray, seeds_per_class: np.ndarray) -> np.ndarray:
+    """Most useful first: round-robin over predicted classes, classes with fewest seeds first,
+    least confident items first within a class (uncertainty with class diversity)."""
+    queues = {c: list(np.nonzero(predicted == c)[0][np.argsort(confidence[predicted == c])])
+              for c in np.unique(predicted)}
+    order = []
+    classes = sorted(queues, key=lambda c: (seeds_per_class[c], c))
+    while any(queues.values()):
+        for c in classes:
+            if queues[c]:
+                order.append(queues[c].pop(0))
+    return np.asarray(order, dtype=int)
+
+
+def run(task: Task, store: Store, settings: Settings, progress: Progress | None = None) -> StageResult:
+    """Label every preprocessed item; write labels.csv, review.csv, label_issues.csv, summary.json."""
+    started = time.perf_counter()
+    params = task.params
+    target = float(params.get("target_precision", settings.target_precision))
+    seed = int(params.get("seed", settings.seed))
+    manifest = read_csv_bytes(store.read_ref(task.inputs["preprocess.manifest"]))
+    names, pixels = load_pixels(store, task.inputs["preprocess.pixels"])
+
+    human = {r["file_name"]: (r["label"], "human") for r in manifest if r["label"]}
+    if "review.answers" in task.inputs:
+        for row in read_csv_bytes(store.read_ref(task.inputs["review.answers"])):
+            if row.get("label"):
+                human[row["file_name"]] = (row["label"].strip(), "review")
+    known = {r["file_name"] for r in manifest}
+    human = {k: v for k, v in human.items() if k in known}
+    seed_counts = Counter(label for label, _ in human.values())
+    if not human:
+        raise StageError("no seed labels: put some images in one sub-folder per class, or give a labels.csv")
+    if len(seed_counts) < 2:
+        raise StageError(f"only one class ({next(iter(seed_counts))}) has seed labels; at least two are needed")
+
+    classes = sorted(seed_counts)
+    class_index = {c: i for i, c in enumerate(classes)}
+    seed_names = sorted(human)
+    rest_names = [r["file_name"] for r in manifest if r["file_name"] not in human]
+    x_all = model_input(pixels, None if params.get("backbone", "small") == "small" else 3)
+    x_seed = select(names, x_all, seed_names)
+    x_rest = select(names, x_all, rest_names)
+    y_seed = np.array([class_index[human[n][0]] for n in seed_names])
+    seeds_per_class = np.bincount(y_seed, minlength=len(classes))
+
+    k = int(np.clip(seeds_per_class.min(), 2, int(params.get("folds", 5))))
+    folds = _stratified_folds(y_seed, k, seed)
+    rounds = int(params.get("self_training_rounds", 1)) if len(x_rest) else 0
+    total_models, done = k * (1 + rounds), [0]
+
+    def report() -> None:
+        done[0] += 1
+        if progress:
+            progress(done[0] / total_models, f"trained {done[0]}/{total_models} models")
+
+    fitter = _Fitter(x_all.shape[1:], len(classes), params, seed)
+    oof, rest_logits = _cross_fit(fitter, x_seed, y_seed, x_rest, folds, report=report)
+    for _ in range(rounds):
+        temperature = fit_temperature(oof, y_seed)
+        probs = cnn.softmax(rest_logits, temperature)
+        per_class = max(int(seeds_per_class.max()) * 4, 20)
+        chosen, pseudo_y, pseudo_conf = _pseudo_labels(probs, per_class, float(params.get("pseudo_floor", 0.9)))
+        if not len(chosen):
+            break
+        extra = (x_rest[chosen], pseudo_y, pseudo_conf)
+        oof, rest_logits = _cross_fit(fitter, x_seed, y_seed, x_rest, folds, extra=extra, report=report)
+
+    temperature = fit_temperature(oof, y_seed)
+    oof_probs = cnn.softmax(oof, temperature)
+    rest_probs = cnn.softmax(rest_logits, temperature)
+    predicted, confidence = rest_probs.argmax(axis=1), rest_probs.max(axis=1)
+
+    thresholds, warnings = {}, []
+    for c, name in enumerate(classes):
+        if seeds_per_class[c] < MIN_SEEDS_TO_ACCEPT:
+            thresholds[name] = float("inf")
+            warnings.append(f"class {name!r} has only {seeds_per_class[c]} seed labels "
+                            f"(fewer than {MIN_SEEDS_TO_ACCEPT}): none of its predictions is auto-accepted")
+        else:
+            thresholds[name] = class_threshold(confidence[predicted == c], target)
+    threshold_of = np.array([thresholds[c] for c in classes])
+    accepted = confidence >= threshold_of[predicted] if len(predicted) else np.zeros(0, dtype=bool)
+
+    oof_pred, oof_conf = oof_probs.argmax(axis=1), oof_probs.max(axis=1)
+    oof_accepted = oof_conf >= threshold_of[oof_pred]
+    per_class = {}
+    for c, name in enumerate(classes):
+        mine = predicted == c
+        oof_mine = oof_accepted & (oof_pred == c)
+        errors = int((y_seed[oof_mine] != c).sum())
+        per_class[name] = {
+            "seeds": int(seeds_per_class[c]),
+            "threshold": _finite(thresholds[name]),
+            "predicted": int(mine.sum()),
+            "accepted": int((mine & accepted).sum()),
+            "coverage": _ratio((mine & accepted).sum(), mine.sum()),
+            "estimated_precision": _mean(confidence[mine & accepted]),
+            "held_out_accepted": int(oof_mine.sum()),
+            "held_out_errors": errors,
+            "error_rate_upper_95": clopper_pearson_upper(errors, int(oof_mine.sum())),
+        }
+    held_out_errors = int((oof_pred[oof_accepted] != y_seed[oof_accepted]).sum())
+
+    base = f"{task.prefix}label/"
+    label_rows = [{"file_name": n, "label": human[n][0], "confidence": "1.0", "source": human[n][1],
+                   "status": "accepted"} for n in seed_names]
+    for i, n in enumerate(rest_names):
+        label_rows.append({"file_name": n, "label": classes[predicted[i]], "confidence": f"{confidence[i]:.6f}",
+                           "source": "model", "status": "accepted" if accepted[i] else "needs_review"})
+    label_rows.sort(key=lambda r: r["file_name"])
+
+    queued = np.nonzero(~accepted)[0]
+    order = queued[_review_order(confidence[queued], predicted[queued], seeds_per_class)] if len(queued) else queued
+    review_rows = [{"file_name": rest_names[i], "suggested_label": classes[predicted[i]],
+                    "confidence": f"{confidence[i]:.6f}", "priority": p} for p, i in enumerate(order, 1)]
+
+    issue_rows = [{"file_name": seed_names[i], "given_label": classes[y_seed[i]], "suggested_label": classes[s],
+                   "score": f"{score:.6f}"} for i, s, score in label_issues(oof_probs, y_seed)
+                  if human[seed_names[i]][1] == "human"]
+
+    n_accepted = int(accepted.sum())
+    summary = {
+        "target_precision": target,
+        "method": f"{k}-fold cross-fitted {fitter.backbone} CNN ensemble, {rounds} self-training round(s), "
+                  "temperature scaling, per-class thresholds",
+        "classes": classes,
+        "thresholds": {c: _finite(t) for c, t in thresholds.items()},
+        "temperature": temperature,
+        "seed_labels": len(seed_names),
+        "review_labels": sum(1 for v in human.values() if v[1] == "review"),
+        "unlabelled": len(rest_names),
+        "accepted": n_accepted,
+        "needs_review": len(rest_names) - n_accepted,
+        "coverage": _ratio(n_accepted, len(rest_names)),
+        "estimated_precision": _mean(confidence[accepted]),
+        "held_out_accepted": int(oof_accepted.sum()),
+        "held_out_errors": held_out_errors,
+        "error_rate_upper_95": clopper_pearson_upper(held_out_errors, int(oof_accepted.sum())),
+        "held_out_accuracy": _mean(oof_pred == y_seed),
+        "expected_calibration_error": cnn.expected_calibration_error(oof_probs, y_seed),
+        "label_issues": len(issue_rows),
+        "per_class": per_class,
+        "warnings": warnings,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    outputs = {
+        "labels": store.put_csv(f"{task.prefix}labels.csv", LABEL_FIELDS, label_rows),
+        "review": store.put_csv(f"{base}review.csv", REVIEW_FIELDS, review_rows),
+        "label_issues": store.put_csv(f"{base}label_issues.csv", ISSUE_FIELDS, issue_rows),
+        "summary": store.put_json(f"{base}summary.json", summary),
+    }
+    counts = {"items": len(label_rows), "human": len(seed_names), "accepted": n_accepted,
+              "needs_review": len(rest_names) - n_accepted, "label_issues": len(issue_rows)}
+    return StageResult(outputs=outputs, counts=counts)
+
+
+def _stratified_folds(y: np.ndarray, k: int, seed: int):
+    """Stratified k folds that also work for classes with fewer than k items: each class's
+    items are shuffled and dealt round-robin over the folds, starting at a random fold."""
+    rng = np.random.default_rng(seed)
+    fold_of = np.zeros(len(y), dtype=int)
+    for c in np.unique(y):
+        idx = rng.permutation(np.nonzero(y == c)[0])
+        fold_of[idx] = (np.arange(len(idx)) + rng.integers(k)) % k
+    return [(np.nonzero(fold_of != f)[0], np.nonzero(fold_of == f)[0]) for f in range(k)]
+
+
+def _finite(value: float) -> float | None:
+    return None if not np.isfinite(value) else float(value)
+
+
+def _ratio(a, b) -> float:
+    return float(a) / float(b) if b else 0.0
+
+
+def _mean(values: np.ndarray) -> float | None:
+    return float(np.mean(values)) if len(values) else None

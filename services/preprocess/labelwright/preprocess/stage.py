@@ -1,0 +1,173 @@
+"""The preprocess stage: every input file is either normalised or quarantined with a reason.
+
+A task with a ``shard`` processes every ``count``-th item of the sorted index and writes a shard
+part; a task with ``merge_shards`` merges the parts; a plain task does both in one go. Duplicate
+clusters are always computed at the merge, so they span shards.
+
+Outputs (under ``<prefix>preprocess/``): ``images/<file_name>.png``, ``manifest.csv``,
+``pixels.npz`` (every normalised image in one array, for the stages that learn),
+``rejected.csv``, ``duplicates.csv``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import imagehash
+import numpy as np
+from labelwright.core.images import PIXELS_NAME, load_pixels, save_pixels
+from labelwright.core.messages import StageResult, Task
+from labelwright.core.pipeline import Progress, StageError
+from labelwright.core.settings import Settings
+from labelwright.core.storage import Store, StoreError, read_csv_bytes
+
+from .decode import Rejected, decode
+from .dedup import cluster
+
+RECORD_FIELDS = ["file_name", "label", "image", "width", "height", "format", "mode", "pixel_hash", "phash"]
+MANIFEST_FIELDS = [*RECORD_FIELDS, "group_id", "duplicate"]
+REJECTED_FIELDS = ["file_name", "reason"]
+DUPLICATE_FIELDS = ["file_name", "group_id", "kind"]
+
+
+@dataclass
+class Part:
+    records: list[dict[str, str]] = field(default_factory=list)
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    pixels: list[np.ndarray] = field(default_factory=list)
+
+
+def _reason_category(reason: str) -> str:
+    return reason.split(":", 1)[0].strip()
+
+
+def _process(task: Task, store: Store, settings: Settings, progress: Progress | None) -> Part:
+    size = int(task.params.get("image_size", settings.image_size))
+    index = read_csv_bytes(store.read_ref(task.inputs["dataset.index"]))
+    index.sort(key=lambda r: r["file_name"])
+    if task.shard is not None:
+        index = index[task.shard.index :: task.shard.count]
+    part = Part()
+    images_prefix = f"{task.prefix}preprocess/images/"
+    for n, row in enumerate(index, 1):
+        name = row["file_name"]
+        try:
+            if row.get("reason"):
+                raise Rejected(row["reason"])
+            data = store.read_ref(row["ref"])
+            if len(data) > settings.max_file_bytes:
+                raise Rejected(f"file too large ({len(data)} bytes; limit {settings.max_file_bytes})")
+            decoded = decode(data, size, settings.max_image_pixels)
+        except Rejected as exc:
+            part.rejected.append({"file_name": name, "reason": str(exc)})
+            continue
+        except StoreError as exc:
+            part.rejected.append({"file_name": name, "reason": f"unreadable: {exc}"})
+            continue
+        buffer = io.BytesIO()
+        decoded.image.save(buffer, format="PNG", compress_level=1)
+        image_key = f"{images_prefix}{name}.png"
+        store.put(image_key, buffer.getvalue(), "image/png")
+        pixels = np.asarray(decoded.image.convert("RGB"), dtype=np.uint8)
+        part.pixels.append(pixels)
+        part.records.append({
+            "file_name": name,
+            "label": row.get("label", ""),
+            "image": image_key,
+            "width": str(decoded.width),
+            "height": str(decoded.height),
+            "format": decoded.source_format,
+            "mode": decoded.source_mode,
+            "pixel_hash": decoded.pixel_hash,
+            "phash": str(imagehash.phash(decoded.image)),
+        })
+        if progress and n % 200 == 0:
+            progress(n / len(index), f"{n}/{len(index)} files")
+    return part
+
+
+def _write_part(task: Task, store: Store, part: Part) -> StageResult:
+    base = f"{task.prefix}preprocess/shards/{task.shard.index}/"
+    outputs = {
+        "records": store.put_csv(f"{base}records.csv", RECORD_FIELDS, part.records),
+        "rejected": store.put_csv(f"{base}rejected.csv", REJECTED_FIELDS, part.rejected),
+        "pixels": save_pixels(store, f"{base}{PIXELS_NAME}", [r["file_name"] for r in part.records], part.pixels),
+    }
+    counts = {"items": len(part.records) + len(part.rejected), "accepted": len(part.records),
+              "rejected": len(part.rejected)}
+    return StageResult(outputs=outputs, counts=counts)
+
+
+def _read_parts(task: Task, store: Store) -> Part:
+    merged = Part()
+    for i in range(int(task.params["merge_shards"])):
+        merged.records += store.get_csv(store.key(task.inputs[f"shards.{i}.records"]))
+        merged.rejected += store.get_csv(store.key(task.inputs[f"shards.{i}.rejected"]))
+        _, pixels = load_pixels(store, task.inputs[f"shards.{i}.pixels"])
+        merged.pixels += list(pixels)
+    return merged
+
+
+def _merge(task: Task, store: Store, settings: Settings, part: Part, started: float) -> StageResult:
+    order = sorted(range(len(part.records)), key=lambda i: part.records[i]["file_name"])
+    records = [part.records[i] for i in order]
+    pixels = [part.pixels[i] for i in order]
+    rejected = sorted(part.rejected, key=lambda r: r["file_name"])
+    if not records:
+        raise StageError(f"no usable image among {len(rejected)} files (see preprocess/rejected.csv)")
+
+    distance = int(task.params.get("near_duplicate_distance", 4))
+    clusters = cluster([r["pixel_hash"] for r in records], [int(r["phash"], 16) for r in records], distance)
+    duplicates, labels_in_group = [], defaultdict(set)
+    for record, (group, kind) in zip(records, clusters, strict=True):
+        record["group_id"] = f"g{group:06d}"
+        record["duplicate"] = kind
+        if kind:
+            duplicates.append({"file_name": record["file_name"], "group_id": record["group_id"], "kind": kind})
+            if record["label"]:
+                labels_in_group[record["group_id"]].add(record["label"])
+    conflicts = {g: sorted(labels) for g, labels in labels_in_group.items() if len(labels) > 1}
+
+    base = f"{task.prefix}preprocess/"
+    reasons = Counter(_reason_category(r["reason"]) for r in rejected)
+    summary = {
+        "files": len(records) + len(rejected),
+        "accepted": len(records),
+        "rejected": len(rejected),
+        "rejected_by_reason": dict(sorted(reasons.items())),
+        "seed_labels": sum(1 for r in records if r["label"]),
+        "classes": dict(sorted(Counter(r["label"] for r in records if r["label"]).items())),
+        "duplicate_groups": len({d["group_id"] for d in duplicates}),
+        "duplicate_files": len(duplicates),
+        "exact_duplicate_files": sum(1 for d in duplicates if d["kind"] == "exact"),
+        "near_duplicate_files": sum(1 for d in duplicates if d["kind"] == "near"),
+        "near_duplicate_distance": distance,
+        "seed_label_conflicts": [{"group_id": g, "labels": labels} for g, labels in sorted(conflicts.items())],
+        "image_size": int(task.params.get("image_size", settings.image_size)),
+        "shards": int(task.params.get("merge_shards", 1)),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    outputs = {
+        "manifest": store.put_csv(f"{base}manifest.csv", MANIFEST_FIELDS, records),
+        "pixels": save_pixels(store, f"{base}{PIXELS_NAME}", [r["file_name"] for r in records], pixels),
+        "rejected": store.put_csv(f"{base}rejected.csv", REJECTED_FIELDS, rejected),
+        "duplicates": store.put_csv(f"{base}duplicates.csv", DUPLICATE_FIELDS, duplicates),
+        "summary": store.put_json(f"{base}summary.json", summary),
+    }
+    counts = {"items": summary["files"], "accepted": len(records), "rejected": len(rejected),
+              "duplicates": len(duplicates), **{f"rejected.{k}": v for k, v in reasons.items()}}
+    return StageResult(outputs=outputs, counts=counts)
+
+
+def run(task: Task, store: Store, settings: Settings, progress: Progress | None = None) -> StageResult:
+    """Preprocess a dataset (or one shard of it, or merge the shards)."""
+    started = time.perf_counter()
+    if task.params.get("merge_shards"):
+        return _merge(task, store, settings, _read_parts(task, store), started)
+    part = _process(task, store, settings, progress)
+    if task.shard is not None:
+        return _write_part(task, store, part)
+    return _merge(task, store, settings, part, started)

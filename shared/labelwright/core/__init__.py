@@ -1,0 +1,1 @@
+"""labelwright core: what two or more labelwright services share."""

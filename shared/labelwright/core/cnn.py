@@ -1,0 +1,140 @@
+"""The Keras models labelwright trains: a small CNN from scratch (default) or a pretrained backbone.
+
+TensorFlow is imported inside the functions, so importing this module costs nothing; only the
+stages that learn (label, train, evaluate) call it, and only their images install TensorFlow.
+Models output logits; probabilities are ``softmax(logits / temperature)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+BACKBONES = ("small", "mobilenetv3small", "efficientnetb0")
+
+
+def _keras():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    return keras
+
+
+def _augmentation(keras, seed: int, flip: bool) -> list:
+    layers = [
+        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
+        keras.layers.RandomRotation(0.04, fill_mode="constant", seed=seed + 1),
+        keras.layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 2),
+    ]
+    if flip:
+        layers.insert(0, keras.layers.RandomFlip("horizontal", seed=seed + 3))
+    return layers
+
+
+def _small_cnn(keras, x):
+    """Three conv blocks, widening as the map shrinks: about 2.5 M multiply-adds on a 32x32 image,
+    small enough to train several fold models on 2 CPU cores in a minute."""
+    for i, filters in enumerate((16, 32, 64)):
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer="he_normal")(x)
+        if i < 2:
+            x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.layers.Dropout(0.3)(x)
+
+
+def _pretrained(keras, x, backbone: str, weights: str | None):
+    """A keras.applications backbone; ``weights`` is None, ``"imagenet"`` or a local weights file."""
+    if x.shape[-1] == 1:
+        x = keras.layers.Concatenate()([x, x, x])
+    side = max(int(x.shape[1]), 96)
+    x = keras.layers.Resizing(side, side)(x)
+    x = keras.layers.Rescaling(255.0)(x)
+    constructor = {"mobilenetv3small": keras.applications.MobileNetV3Small,
+                   "efficientnetb0": keras.applications.EfficientNetB0}[backbone]
+    base = constructor(input_shape=(side, side, 3), include_top=False, weights=weights, pooling="avg")
+    x = base(x)
+    return keras.layers.Dropout(0.3)(x)
+
+
+def build_model(input_shape: Sequence[int], n_classes: int, *, backbone: str = "small",
+                weights: str | None = None, augment: bool = True, flip: bool = False, seed: int = 0,
+                learning_rate: float = 2e-3, jit_compile: bool | str = "auto"):
+    """A compiled classifier that maps images in [0, 1] to ``n_classes`` logits."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=tuple(input_shape))
+    x = inputs
+    if augment:
+        for layer in _augmentation(keras, seed, flip):
+            x = layer(x)
+    x = _small_cnn(keras, x) if backbone == "small" else _pretrained(keras, x, backbone, weights)
+    outputs = keras.layers.Dense(n_classes, name="logits")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int = 64,
+        validation: tuple[np.ndarray, np.ndarray] | None = None, patience: int = 5,
+        class_weight: dict[int, float] | None = None, sample_weight: np.ndarray | None = None,
+        callbacks: Sequence[Any] = ()) -> dict[str, list[float]]:
+    """Train; with ``validation``, stop early on validation loss and keep the best weights."""
+    keras = _keras()
+    hooks = list(callbacks)
+    if validation is not None and len(validation[0]):
+        hooks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True))
+    else:
+        validation = None
+    history = model.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=validation,
+                        class_weight=class_weight, sample_weight=sample_weight, callbacks=hooks,
+                        shuffle=True, verbose=0)
+    return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def predict_logits(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    if not len(x):
+        return np.zeros((0, int(model.output_shape[-1])), dtype=np.float32)
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE with equal-width confidence bins (the top-label definition)."""
+    if not len(labels):
+        return float("nan")
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)
+
+
+def balanced_class_weight(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Weights inversely proportional to class frequency (scikit-learn's "balanced")."""
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    return {c: float(len(y) / (n_classes * counts[c])) if counts[c] else 0.0 for c in range(n_classes)}
+
+
+def load_model(path: str):
+    return _keras().models.load_model(path)

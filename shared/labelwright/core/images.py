@@ -1,0 +1,48 @@
+"""Normalised images as one array: how preprocess hands pixels to the stages that learn.
+
+``pixels.npz`` holds ``file_names`` (N,) and ``pixels`` (N, H, W, 3) uint8. Learning stages read
+it in one request instead of fetching N objects, and drop to one channel when every image is grey.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+
+from .storage import Store
+
+PIXELS_NAME = "pixels.npz"
+
+
+def save_pixels(store: Store, key: str, file_names: Sequence[str], pixels: Sequence[np.ndarray]) -> str:
+    """Write images of one size as ``pixels.npz`` and return its reference."""
+    array = np.stack(pixels) if len(pixels) else np.zeros((0, 1, 1, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, file_names=np.asarray(list(file_names), dtype=str), pixels=array)
+    return store.put(key, buffer.getvalue())
+
+
+def load_pixels(store: Store, ref: str) -> tuple[list[str], np.ndarray]:
+    """Read ``pixels.npz``: the file names and their (N, H, W, 3) uint8 pixels."""
+    with np.load(io.BytesIO(store.read_ref(ref))) as data:
+        return [str(n) for n in data["file_names"]], data["pixels"]
+
+
+def model_input(pixels: np.ndarray, channels: int | None = None) -> np.ndarray:
+    """Float32 in [0, 1]; one channel when ``channels == 1`` or every image is grey."""
+    if channels is None:
+        channels = 1 if is_grey(pixels) else 3
+    array = pixels[..., :1] if channels == 1 else pixels
+    return array.astype(np.float32) / 255.0
+
+
+def is_grey(pixels: np.ndarray) -> bool:
+    return bool(np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1], pixels[..., 2]))
+
+
+def select(file_names: Sequence[str], pixels: np.ndarray, wanted: Sequence[str]) -> np.ndarray:
+    """The rows of ``pixels`` for ``wanted`` file names, in that order."""
+    position = {name: i for i, name in enumerate(file_names)}
+    return pixels[[position[name] for name in wanted]]

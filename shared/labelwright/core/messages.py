@@ -1,0 +1,82 @@
+"""Messages exchanged between the gateway and the workers.
+
+Every message is a pydantic model carrying ``schema_version``; images never travel in a
+message, only artifact references (``s3://bucket/key`` or ``file:///path``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+SCHEMA_VERSION = 1
+
+ArtifactRef = str
+"""A reference to one object: ``s3://bucket/key`` or ``file:///absolute/path``."""
+
+
+def new_id(prefix: str) -> str:
+    """A short unique id such as ``job_3f9c2a1b0d4e``."""
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+class Shard(BaseModel):
+    """One slice of a sharded stage: items ``index, index + count, …`` of the sorted input."""
+
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+
+
+class Task(BaseModel):
+    """Work for one stage of one job.
+
+    ``inputs`` maps output names of earlier stages (``"preprocess.manifest"``) to references;
+    ``prefix`` is where the job's outputs live in the store (``jobs/<job_id>/``);
+    ``shard`` is set when a sharded stage was fanned out; ``params`` carries job parameters.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    task_id: str = Field(default_factory=lambda: new_id("task"))
+    job_id: str
+    stage: str
+    prefix: str
+    shard: Shard | None = None
+    inputs: dict[str, ArtifactRef] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    attempt: int = 1
+
+
+class TaskStatus(StrEnum):
+    succeeded = "succeeded"
+    failed = "failed"
+    retrying = "retrying"
+    progress = "progress"
+
+
+class TaskEvent(BaseModel):
+    """What a worker reports about a task: progress, success (with outputs) or failure."""
+
+    schema_version: int = SCHEMA_VERSION
+    task_id: str
+    job_id: str
+    stage: str
+    shard: Shard | None = None
+    status: TaskStatus
+    outputs: dict[str, ArtifactRef] = Field(default_factory=dict)
+    counts: dict[str, int] = Field(default_factory=dict)
+    progress: float = 0.0
+    seconds: float = 0.0
+    error: str | None = None
+    worker: str | None = None
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class StageResult(BaseModel):
+    """What a stage function returns: named output references and item counts."""
+
+    outputs: dict[str, ArtifactRef] = Field(default_factory=dict)
+    counts: dict[str, int] = Field(default_factory=dict)

@@ -1,0 +1,265 @@
+"""One object-storage interface, two implementations chosen by URI.
+
+``file:///path`` (or a plain path) is a local folder, the embedded default; ``s3://bucket`` is any
+S3 server reached through the minio SDK (MinIO in the compose stack). Keys are ``/``-separated
+paths such as ``jobs/job_1/label/review.csv``; references are ``file:///abs/path`` or
+``s3://bucket/key`` and are what messages carry.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from .settings import Settings
+
+
+class StoreError(RuntimeError):
+    """An object is missing or a reference does not belong to any store we can open."""
+
+
+class Store(ABC):
+    """Put and get whole objects by key; everything else is built on these primitives."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        """Write an object and return its reference."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """Read an object; raise ``StoreError`` when it does not exist."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every key under ``prefix``, sorted."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> None: ...
+
+    @abstractmethod
+    def ref(self, key: str) -> str:
+        """The reference of ``key`` in this store."""
+
+    @abstractmethod
+    def key(self, ref: str) -> str:
+        """The key of a reference that points into this store."""
+
+    @abstractmethod
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> str:
+        """Upload a local file (streamed) and return its reference."""
+
+    @abstractmethod
+    def get_file(self, key: str, path: Path) -> Path:
+        """Download an object into a local file."""
+
+    def read_ref(self, ref: str) -> bytes:
+        """Read any reference this store can reach (its own, or a local ``file://`` path)."""
+        parsed = urlparse(ref)
+        if parsed.scheme == "file" and not self.owns(ref):
+            path = Path(unquote(parsed.path))
+            if not path.is_file():
+                raise StoreError(f"no such file: {path}")
+            return path.read_bytes()
+        return self.get(self.key(ref))
+
+    def owns(self, ref: str) -> bool:
+        try:
+            self.key(ref)
+        except StoreError:
+            return False
+        return True
+
+    def put_text(self, key: str, text: str, content_type: str = "text/plain") -> str:
+        return self.put(key, text.encode("utf-8"), f"{content_type}; charset=utf-8")
+
+    def put_json(self, key: str, value: Any) -> str:
+        return self.put(key, json.dumps(value, indent=2, default=str).encode(), "application/json")
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.get(key))
+
+    def put_csv(self, key: str, fields: list[str], rows: Iterable[Mapping[str, Any]]) -> str:
+        """Write rows as CSV with a header line; missing fields are written empty."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return self.put_text(key, buffer.getvalue(), "text/csv")
+
+    def get_csv(self, key: str) -> list[dict[str, str]]:
+        return read_csv_bytes(self.get(key))
+
+
+def read_csv_bytes(data: bytes) -> list[dict[str, str]]:
+    """Parse CSV bytes with a header line into dicts (a UTF-8 BOM is tolerated)."""
+    return list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+
+
+class FileStore(Store):
+    """A local folder. Keys map to paths below ``root``; writes are atomic renames."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"FileStore({self.root})"
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if path != self.root and self.root not in path.parents:
+            raise StoreError(f"key escapes the store: {key!r}")
+        return path
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return self.ref(key)
+
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> str:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        return self.ref(key)
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        if not path.is_file():
+            raise StoreError(f"no such object: {key}")
+        return path.read_bytes()
+
+    def get_file(self, key: str, path: Path) -> Path:
+        shutil.copyfile(self._path(key), path)
+        return path
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        if base.is_file():
+            yield base.relative_to(self.root).as_posix()
+            return
+        if not base.is_dir():
+            return
+        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+        yield from sorted(k for k in keys if k.startswith(prefix) and not k.rsplit("/", 1)[-1].startswith("."))
+
+    def delete_prefix(self, prefix: str) -> None:
+        for key in list(self.list(prefix)):
+            self._path(key).unlink(missing_ok=True)
+
+    def ref(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    def key(self, ref: str) -> str:
+        parsed = urlparse(ref)
+        if parsed.scheme != "file":
+            raise StoreError(f"not a file reference: {ref}")
+        path = Path(unquote(parsed.path)).resolve()
+        if self.root not in path.parents:
+            raise StoreError(f"{ref} is outside {self.root}")
+        return path.relative_to(self.root).as_posix()
+
+
+class S3Store(Store):
+    """A bucket on an S3 server (MinIO, or any S3-compatible server), via the minio SDK."""
+
+    def __init__(self, bucket: str, settings: Settings, create: bool = True) -> None:
+        from minio import Minio
+
+        endpoint = urlparse(settings.s3_endpoint)
+        self.bucket = bucket
+        self.client = Minio(
+            endpoint.netloc,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            secure=endpoint.scheme == "https",
+            region=settings.s3_region,
+        )
+        if create and not self.client.bucket_exists(bucket):
+            self.client.make_bucket(bucket)
+
+    def __repr__(self) -> str:
+        return f"S3Store(s3://{self.bucket})"
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+        return self.ref(key)
+
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> str:
+        self.client.fput_object(self.bucket, key, str(path), content_type=content_type)
+        return self.ref(key)
+
+    def get(self, key: str) -> bytes:
+        from minio.error import S3Error
+
+        try:
+            response = self.client.get_object(self.bucket, key)
+        except S3Error as exc:
+            raise StoreError(f"no such object: s3://{self.bucket}/{key} ({exc.code})") from exc
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def get_file(self, key: str, path: Path) -> Path:
+        self.client.fget_object(self.bucket, key, str(path))
+        return path
+
+    def exists(self, key: str) -> bool:
+        from minio.error import S3Error
+
+        try:
+            self.client.stat_object(self.bucket, key)
+        except S3Error:
+            return False
+        return True
+
+    def list(self, prefix: str) -> Iterator[str]:
+        objects = self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+        yield from sorted(o.object_name for o in objects if not o.is_dir)
+
+    def delete_prefix(self, prefix: str) -> None:
+        from minio.deleteobjects import DeleteObject
+
+        doomed = [DeleteObject(k) for k in self.list(prefix)]
+        for error in self.client.remove_objects(self.bucket, doomed):
+            raise StoreError(f"could not delete {error.name}: {error.message}")
+
+    def ref(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def key(self, ref: str) -> str:
+        parsed = urlparse(ref)
+        if parsed.scheme != "s3" or parsed.netloc != self.bucket:
+            raise StoreError(f"{ref} is not in s3://{self.bucket}")
+        return parsed.path.lstrip("/")
+
+
+def open_store(uri: str, settings: Settings) -> Store:
+    """Open the store a URI names: ``s3://bucket`` or ``file:///path`` (or a plain path)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StoreError(f"an s3 store needs a bucket: {uri}")
+        return S3Store(parsed.netloc, settings)
+    if parsed.scheme == "file":
+        return FileStore(Path(unquote(parsed.netloc + parsed.path)))
+    if parsed.scheme == "":
+        return FileStore(Path(uri))
+    raise StoreError(f"unsupported store {uri!r}: use s3://bucket or file:///path")
