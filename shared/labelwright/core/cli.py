@@ -204,3 +204,7 @@ def fetch(job: Annotated[str, typer.Argument()], out: Annotated[Path, typer.Opti
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

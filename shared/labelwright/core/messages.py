@@ -66,6 +66,7 @@ class TaskEvent(BaseModel):
     stage: str
     shard: Shard | None = None
     status: TaskStatus
+    attempt: int = 1
     outputs: dict[str, ArtifactRef] = Field(default_factory=dict)
     counts: dict[str, int] = Field(default_factory=dict)
     progress: float = 0.0

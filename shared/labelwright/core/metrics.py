@@ -15,7 +15,7 @@ ITEMS = Counter("labelwright_items_processed_total", "Items a stage processed", 
 REJECTED = Counter("labelwright_items_rejected_total", "Items quarantined, by reason", ["stage", "reason"])
 
 JOBS = Counter("labelwright_jobs_total", "Jobs that reached a status", ["status"])
-JOBS_CURRENT = Gauge("labelwright_jobs", "Jobs now in each status", ["status"])
+JOBS_CURRENT = Gauge("labelwright_jobs_by_status", "Jobs now in each status", ["status"])
 HTTP_REQUESTS = Counter("labelwright_http_requests_total", "HTTP requests served", ["method", "route", "status"])
 HTTP_SECONDS = Histogram("labelwright_http_request_duration_seconds", "HTTP request latency", ["method", "route"])
 

@@ -27,6 +27,7 @@ from .messages import StageResult, Task, TaskEvent, TaskStatus
 from .pipeline import StageError, StageFn, load_stage
 from .settings import Settings
 from .storage import Store, open_store
+from .topology import Topology
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_SECONDS = 2.0
@@ -41,6 +42,7 @@ class Worker:
         self.store = store or open_store(settings.store, settings)
         self.stage_fn = stage_fn or load_stage(stage)
         self.name = f"{stage}@{socket.gethostname()}:{os.getpid()}"
+        self.topology = Topology(settings.namespace)
         self._stopping = threading.Event()
         self._connection: pika.BlockingConnection | None = None
 
@@ -64,11 +66,11 @@ class Worker:
     def _consume(self) -> None:
         self._connection = connect(self.settings, self.name)
         channel = self._connection.channel()
-        topology = declare(channel, self.settings)
+        declare(channel, self.settings)
         channel.confirm_delivery()
         channel.basic_qos(prefetch_count=1)
-        channel.basic_consume(topology.task_queue(self.stage), self._on_message)
-        log.info("%s consuming %s", self.name, topology.task_queue(self.stage))
+        channel.basic_consume(self.topology.task_queue(self.stage), self._on_message)
+        log.info("%s consuming %s", self.name, self.topology.task_queue(self.stage))
         try:
             channel.start_consuming()
         finally:
@@ -103,6 +105,7 @@ class Worker:
                 self._threadsafe(channel, self._publish, channel, event)
 
         metrics.TASKS_IN_PROGRESS.labels(self.stage).inc()
+        self._threadsafe(channel, self._publish, channel, self._event(task, TaskStatus.progress, progress=0.0))
         try:
             result: StageResult = self.stage_fn(task, self.store, self.settings, progress=progress)
             event = self._event(task, TaskStatus.succeeded, progress=1.0, seconds=time.perf_counter() - started,
@@ -125,12 +128,11 @@ class Worker:
 
     def _event(self, task: Task, status: TaskStatus, **fields) -> TaskEvent:
         return TaskEvent(task_id=task.task_id, job_id=task.job_id, stage=task.stage, shard=task.shard,
-                         status=status, worker=self.name, **fields)
+                         status=status, attempt=task.attempt, worker=self.name, **fields)
 
     def _publish(self, channel, event: TaskEvent) -> None:
-        topology = declare_names(self.settings)
-        channel.basic_publish(topology.exchange, topology.events_routing_key, event.model_dump_json().encode(),
-                              properties(event), mandatory=True)
+        channel.basic_publish(self.topology.exchange, self.topology.events_routing_key,
+                              event.model_dump_json().encode(), properties(event), mandatory=True)
 
     def _finish(self, channel, delivery_tag: int, event: TaskEvent, requeue: bool | None) -> None:
         """On the connection's thread: publish the (confirmed) event, then ack or requeue."""
@@ -141,12 +143,6 @@ class Worker:
             channel.basic_nack(delivery_tag, requeue=True)
         else:
             channel.basic_ack(delivery_tag)
-
-
-def declare_names(settings: Settings):
-    from .topology import Topology
-
-    return Topology(settings.namespace)
 
 
 def serve_worker(stage: str, settings: Settings) -> None:
