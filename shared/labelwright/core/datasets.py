@@ -60,7 +60,7 @@ class DatasetIndex:
 
 
 def _is_hidden(parts: tuple[str, ...]) -> bool:
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+    return any((p.startswith(".") and p not in (".", "..")) or p == "__MACOSX" for p in parts)
 
 
 def _unsafe_reason(name: str) -> str | None:
@@ -130,7 +130,12 @@ def _labels_from_csv(data: bytes) -> dict[str, str]:
 
 def _finish(rows: list[dict[str, str]], labels: dict[str, str] | None) -> list[dict[str, str]]:
     for row in rows:
-        row["label"] = labels.get(row["file_name"], "") if labels is not None else _label_from_path(row["file_name"])
+        if not row["ref"]:
+            row["label"] = ""
+        elif labels is not None:
+            row["label"] = labels.get(row["file_name"], "")
+        else:
+            row["label"] = _label_from_path(row["file_name"])
     rows.sort(key=lambda r: r["file_name"])
     return rows
 

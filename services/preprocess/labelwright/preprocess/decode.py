@@ -25,6 +25,7 @@ class Decoded:
     source_format: str
     source_mode: str
     width: int
+    """Width as displayed (after the EXIF orientation), before resizing; likewise height."""
     height: int
     pixel_hash: str
     """Hash of the decoded full-size pixels: equal for the same picture in any container."""
@@ -101,11 +102,12 @@ def decode(data: bytes, size: int, max_pixels: int) -> Decoded:
             raise Rejected(f"decompression bomb: {width}x{height} exceeds {max_pixels} pixels")
         source_mode = image.mode
         try:
+            transposed = image.getexif().get(0x0112) in (5, 6, 7, 8)
+            displayed = (height, width) if transposed else (width, height)
             if fmt == "JPEG" and min(width, height) > 4 * size:
                 image.draft("RGB" if image.mode not in ("L", "1") else "L", (2 * size, 2 * size))
             image.load()
-            image = ImageOps.exif_transpose(image)
-            image = _flatten(image)
+            image = _flatten(ImageOps.exif_transpose(image))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise Rejected(f"decompression bomb: {exc}") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -114,4 +116,4 @@ def decode(data: bytes, size: int, max_pixels: int) -> Decoded:
             raise Rejected("decompression bomb: decoding ran out of memory") from None
     digest = hashlib.blake2b(image.mode.encode() + repr(image.size).encode() + image.tobytes(), digest_size=16)
     resized = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return Decoded(resized, fmt, source_mode, width, height, digest.hexdigest())
+    return Decoded(resized, fmt, source_mode, *displayed, digest.hexdigest())

@@ -1,0 +1,95 @@
+"""The label stage: calibration maths, and the stage itself on real digits with real TensorFlow."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import FAST_PARAMS
+from labelwright.core.cnn import softmax
+from labelwright.core.pipeline import StageError
+from labelwright.core.runner import LocalRun
+from labelwright.core.settings import Settings
+from labelwright.labeler.calibration import class_threshold, clopper_pearson_upper, fit_temperature, label_issues
+
+
+def test_temperature_scaling_recovers_an_overconfident_model():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 4000)
+    true_logits = rng.normal(size=(4000, 3))
+    true_logits[np.arange(4000), labels] += 1.0
+    sampled = np.array([rng.choice(3, p=p) for p in softmax(true_logits)])
+    temperature = fit_temperature(true_logits * 3.0, sampled)
+    assert 2.5 < temperature < 3.5
+
+
+def test_threshold_meets_the_target_on_calibrated_confidences():
+    rng = np.random.default_rng(1)
+    confidence = rng.uniform(0.5, 1.0, 20000)
+    correct = rng.uniform(size=confidence.size) < confidence
+    t = class_threshold(confidence, 0.95)
+    accepted = confidence >= t
+    assert correct[accepted].mean() >= 0.94
+    assert accepted.mean() == pytest.approx(0.2, abs=0.02), "mean of U(0.5, 1) above t is 0.95 at t = 0.9"
+    assert class_threshold(np.array([0.5, 0.6]), 0.98) == float("inf")
+
+
+def test_clopper_pearson_upper_bound():
+    assert clopper_pearson_upper(0, 0) == 1.0
+    assert clopper_pearson_upper(0, 100) == pytest.approx(0.0295, abs=1e-3)
+    assert clopper_pearson_upper(5, 100) > 0.05
+
+
+def test_confident_learning_flags_a_flipped_label():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8], [0.95, 0.05]])
+    given = np.array([0, 0, 1, 1, 1])
+    issues = label_issues(probs, given)
+    assert [(row, suggested) for row, suggested, _ in issues] == [(4, 0)]
+
+
+def _label(tmp_path, source, params=None):
+    run = LocalRun(tmp_path / "out", Settings(), {**FAST_PARAMS, **(params or {})})
+    run.ingest(source)
+    run.run(("preprocess", "label"))
+    return run.store
+
+
+@pytest.mark.slow
+def test_stage_labels_everything_keeps_seeds_and_never_accepts_thin_classes(tmp_path, digits_dir):
+    import shutil
+
+    source = tmp_path / "in"
+    shutil.copytree(digits_dir, source)
+    for extra in sorted((source / "9").iterdir())[3:]:
+        extra.rename(source / f"was9_{extra.name}")  # class 9 keeps only 3 seeds
+    store = _label(tmp_path, source)
+    labels = store.get_csv("labels.csv")
+    assert len(labels) == 300 and set(labels[0]) == {"file_name", "label", "confidence", "source", "status"}
+    seeds = [r for r in labels if r["source"] == "human"]
+    assert len(seeds) == 93 and all(r["status"] == "accepted" and r["label"] == r["file_name"].split("/")[0]
+                                    for r in seeds)
+    assert not [r for r in labels if r["label"] == "9" and r["source"] == "model" and r["status"] == "accepted"]
+    summary = store.get_json("label/summary.json")
+    assert any("'9'" in w for w in summary["warnings"]) and summary["thresholds"]["9"] is None
+    review = store.get_csv("label/review.csv")
+    assert len(review) == summary["needs_review"] and [int(r["priority"]) for r in review] == list(
+        range(1, len(review) + 1))
+    for name in ("coverage", "estimated_precision", "error_rate_upper_95", "expected_calibration_error"):
+        assert name in summary
+
+
+@pytest.mark.slow
+def test_no_seeds_or_one_class_fails_readably(tmp_path, digits_dir):
+    import shutil
+
+    one_class = tmp_path / "one"
+    shutil.copytree(digits_dir / "3", one_class / "3")
+    for f in list((digits_dir).glob("*.png"))[:20]:
+        shutil.copy(f, one_class)
+    with pytest.raises(StageError, match="only one class"):
+        _label(tmp_path / "a", one_class)
+    none = tmp_path / "none"
+    none.mkdir()
+    for f in list((digits_dir).glob("*.png"))[:20]:
+        shutil.copy(f, none)
+    with pytest.raises(StageError, match="no seed labels"):
+        _label(tmp_path / "b", none)

@@ -1,0 +1,145 @@
+"""The preprocess stage on real images in normal, odd and hostile forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from images import digit, encode, exif_rotated_jpeg, photo, png_bomb
+from labelwright.core.datasets import ingest
+from labelwright.core.messages import Shard
+from labelwright.core.pipeline import StageError, build_task
+from labelwright.core.settings import Settings
+from labelwright.core.storage import FileStore
+from labelwright.preprocess.decode import Rejected, decode
+from labelwright.preprocess.dedup import BKTree, cluster
+from labelwright.preprocess.stage import run
+from PIL import Image
+
+SETTINGS = Settings(image_size=16)
+
+
+def test_exif_orientation_is_applied():
+    decoded = decode(exif_rotated_jpeg(), 16, SETTINGS.max_image_pixels)
+    assert (decoded.width, decoded.height) == (67, 96), "portrait after applying orientation 6"
+
+
+@pytest.mark.parametrize("make, mode", [
+    (lambda: encode(photo().convert("P"), "PNG"), "RGB"),
+    (lambda: encode(photo().convert("RGBA"), "PNG"), "RGB"),
+    (lambda: encode(digit().convert("I;16"), "PNG"), "L"),
+    (lambda: encode(digit().convert("1"), "PNG"), "L"),
+    (lambda: encode(photo().convert("CMYK"), "JPEG"), "RGB"),
+    (lambda: encode(photo(), "WEBP"), "RGB"),
+    (lambda: encode(photo(), "BMP"), "RGB"),
+    (lambda: encode(photo(), "GIF"), "RGB"),
+    (lambda: encode(photo(), "TIFF"), "RGB"),
+])
+def test_odd_formats_are_normalised(make, mode):
+    decoded = decode(make(), 16, SETTINGS.max_image_pixels)
+    assert decoded.image.size == (16, 16)
+    assert decoded.image.mode == mode
+
+
+def test_sixteen_bit_keeps_its_contrast():
+    image = Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16))
+    decoded = decode(encode(image, "PNG"), 16, SETTINGS.max_image_pixels)
+    pixels = np.asarray(decoded.image)
+    assert pixels.min() < 10 and pixels.max() > 240
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty file"),
+    (b"hello, I am a text file pretending to be a JPEG\n", "not an image"),
+    (b"<!DOCTYPE html><html><body>hi</body></html>", "not an image"),
+    (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>', "unsupported format: SVG"),
+    (b"\x7fELF\x02\x01\x01" + bytes(100), "not an image"),
+])
+def test_non_images_are_rejected_with_a_reason(data, reason):
+    with pytest.raises(Rejected, match=reason):
+        decode(data, 16, SETTINGS.max_image_pixels)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_files_are_rejected(fmt):
+    data = encode(photo(), fmt)
+    with pytest.raises(Rejected, match="truncated|corrupt"):
+        decode(data[: len(data) // 2], 16, SETTINGS.max_image_pixels)
+
+
+def test_decompression_bomb_is_rejected_before_decoding():
+    with pytest.raises(Rejected, match="decompression bomb"):
+        decode(png_bomb(), 16, SETTINGS.max_image_pixels)
+
+
+def test_bk_tree_finds_every_hash_within_radius():
+    rng = np.random.default_rng(0)
+    values = [int(v) for v in rng.integers(0, 2**63, size=300, dtype=np.int64)]
+    tree = BKTree()
+    for i, v in enumerate(values):
+        tree.add(v, i)
+    probe = values[7] ^ 0b101
+    brute = {i for i, v in enumerate(values) if (v ^ probe).bit_count() <= 3}
+    assert set(tree.query(probe, 3)) == brute and 7 in brute
+
+
+def test_cluster_marks_exact_and_near_duplicates():
+    groups = cluster(["a", "b", "a", "c", "d"], [0b0, 0b1111 << 20, 0b0, 0b1, 0xFFFF << 40], max_distance=2)
+    assert groups[0] == groups[2] == (0, "exact")
+    assert groups[3] == (0, "near"), "one bit from item 0"
+    assert groups[1][1] == "" and groups[4][1] == ""
+
+
+def _dataset(tmp_path):
+    root = tmp_path / "input"
+    (root / "cat").mkdir(parents=True)
+    (root / "dog").mkdir()
+    for i in range(4):
+        digit(i).save(root / "cat" / f"c{i}.png")
+        digit(10 + i).save(root / "dog" / f"d{i}.png")
+    digit(0).save(root / "cat" / "copy of c0.png")
+    digit(0).save(root / "dog" / "c0.png")  # the same picture labelled differently, same file name as in cat/
+    photo().save(root / "photo ünïcode.jpg")
+    (root / "bad.jpg").write_bytes(b"not really a jpeg")
+    (root / "empty.png").write_bytes(b"")
+    return root
+
+
+def test_stage_writes_the_contract_and_flags_conflicting_seeds(tmp_path):
+    store = FileStore(tmp_path / "out")
+    index = ingest(_dataset(tmp_path), store, "dataset/")
+    result = run(build_task("j", "preprocess", "", {}, {"image_size": 16}, dataset=index.ref), store, SETTINGS)
+    rejected = {r["file_name"]: r["reason"] for r in store.get_csv("preprocess/rejected.csv")}
+    assert rejected == {"bad.jpg": "not an image: text", "empty.png": "empty file"}
+    manifest = {r["file_name"]: r for r in store.get_csv("preprocess/manifest.csv")}
+    assert len(manifest) == 11 and manifest["photo ünïcode.jpg"]["label"] == ""
+    assert manifest["dog/c0.png"]["label"] == "dog" and manifest["cat/c0.png"]["label"] == "cat"
+    duplicates = store.get_csv("preprocess/duplicates.csv")
+    exact = {d["file_name"] for d in duplicates if d["kind"] == "exact"}
+    assert {"cat/c0.png", "cat/copy of c0.png", "dog/c0.png"} <= exact
+    summary = store.get_json("preprocess/summary.json")
+    assert summary["seed_label_conflicts"][0]["labels"] == ["cat", "dog"]
+    assert result.counts["rejected"] == 2 and store.exists("preprocess/images/photo ünïcode.jpg.png")
+
+
+def test_shards_merge_to_the_same_result_as_one_task(tmp_path):
+    dataset = _dataset(tmp_path)
+    whole, sharded = FileStore(tmp_path / "whole"), FileStore(tmp_path / "sharded")
+    params = {"image_size": 16}
+    index = ingest(dataset, whole, "dataset/")
+    run(build_task("j", "preprocess", "", {}, params, dataset=index.ref), whole, SETTINGS)
+    index = ingest(dataset, sharded, "dataset/")
+    parts = {i: run(build_task("j", "preprocess", "", {}, params, dataset=index.ref, shard=Shard(index=i, count=3)),
+                    sharded, SETTINGS).outputs for i in range(3)}
+    run(build_task("j", "preprocess", "", {}, params, dataset=index.ref, merge_shards=parts), sharded, SETTINGS)
+    for name in ("manifest.csv", "rejected.csv", "duplicates.csv"):
+        assert whole.get_csv(f"preprocess/{name}") == sharded.get_csv(f"preprocess/{name}")
+
+
+def test_a_dataset_with_no_usable_image_fails_readably(tmp_path):
+    root = tmp_path / "junk"
+    root.mkdir()
+    (root / "a.jpg").write_text("nope")
+    store = FileStore(tmp_path / "out")
+    index = ingest(root, store, "dataset/")
+    with pytest.raises(StageError, match="no usable image"):
+        run(build_task("j", "preprocess", "", {}, {}, dataset=index.ref), store, SETTINGS)
