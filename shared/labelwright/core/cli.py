@@ -149,10 +149,17 @@ def stack(
     scale: Annotated[list[str] | None, typer.Option(help="STAGE=N replicas, e.g. preprocess=2")] = None,
     port: Annotated[int, typer.Option(help="gateway port")] = 8000,
 ) -> None:
-    """Start the gateway and every worker as local processes (no Docker); Ctrl-C stops them."""
+    """Start the gateway and every worker as local processes (no Docker); Ctrl-C stops them.
+
+    Without LABELWRIGHT_STORE the processes share the local folder ./labelwright-data."""
+    import os
+
     from .stack import Stack, parse_scale
 
-    with Stack(get_settings(), parse_scale(scale or []), gateway_port=port) as running:
+    settings = get_settings()
+    if "LABELWRIGHT_STORE" not in os.environ:  # no MinIO needed for local processes
+        settings = settings.model_copy(update={"store": f"file://{Path('labelwright-data').resolve()}"})
+    with Stack(settings, parse_scale(scale or []), gateway_port=port) as running:
         console.print(f"gateway on {running.gateway_url}; {len(running.processes)} processes; Ctrl-C stops")
         running.wait()
 
