@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .datasets import DatasetError
+from .messages import JobParams
 from .pipeline import StageError
 from .settings import get_settings
 from .topology import STAGES
@@ -34,7 +36,10 @@ def _job_params(target_precision: float | None, seed: int | None, image_size: in
             params[key] = json.loads(value)
         except json.JSONDecodeError:
             params[key] = value
-    return params
+    try:
+        return JobParams.model_validate(params).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 class _RichHooks:

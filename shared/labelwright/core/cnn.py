@@ -19,7 +19,9 @@ BACKBONES = ("small", "mobilenetv3small", "efficientnetb0")
 def _keras():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
+    import tensorflow as tf
 
+    tf.get_logger().setLevel("ERROR")  # retracing notes for each fold model are expected, not news
     return keras
 
 

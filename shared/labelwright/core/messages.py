@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
@@ -22,6 +22,31 @@ ArtifactRef = str
 def new_id(prefix: str) -> str:
     """A short unique id such as ``job_3f9c2a1b0d4e``."""
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+class JobParams(BaseModel):
+    """The parameters a job accepts (all optional; stages fall back to the settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target_precision: float | None = Field(default=None, gt=0, lt=1)
+    seed: int | None = None
+    image_size: int | None = Field(default=None, ge=8, le=1024)
+    epochs: int | None = Field(default=None, ge=1, le=1000)
+    until: Literal["preprocess", "label", "split", "train", "evaluate"] | None = None
+    val_ratio: float | None = Field(default=None, gt=0, lt=1)
+    test_ratio: float | None = Field(default=None, gt=0, lt=1)
+    near_duplicate_distance: int | None = Field(default=None, ge=-1, le=32)
+    backbone: Literal["small", "mobilenetv3small", "efficientnetb0"] | None = None
+    weights: str | None = None
+    flip: bool | None = None
+    folds: int | None = Field(default=None, ge=2, le=10)
+    self_training_rounds: int | None = Field(default=None, ge=0, le=10)
+    label_steps: int | None = Field(default=None, ge=1)
+    pseudo_floor: float | None = Field(default=None, gt=0, lt=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    patience: int | None = Field(default=None, ge=1)
+    shard_size: int | None = Field(default=None, ge=1)
 
 
 class Shard(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from labelwright.core.messages import JobParams
 from pydantic import BaseModel, Field
 
 
@@ -23,7 +24,7 @@ class DatasetFromS3(BaseModel):
 
 class JobCreate(BaseModel):
     dataset_id: str
-    params: dict[str, Any] = Field(default_factory=dict, examples=[{"target_precision": 0.98, "epochs": 20}])
+    params: JobParams = Field(default_factory=JobParams, examples=[{"target_precision": 0.98, "epochs": 20}])
 
 
 class StagePublic(BaseModel):
