@@ -26,11 +26,9 @@ def _keras():
 
 
 def _augmentation(keras, seed: int, flip: bool) -> list:
-    layers = [
-        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
-        keras.layers.RandomRotation(0.04, fill_mode="constant", seed=seed + 1),
-        keras.layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 2),
-    ]
+    """Small shifts only: rotations and zooms cost several points of accuracy on Fashion-MNIST
+    with few labels (measured), shifts do not."""
+    layers = [keras.layers.RandomTranslation(0.07, 0.07, fill_mode="constant", seed=seed)]
     if flip:
         layers.insert(0, keras.layers.RandomFlip("horizontal", seed=seed + 3))
     return layers

@@ -41,9 +41,8 @@ class JobParams(BaseModel):
     weights: str | None = None
     flip: bool | None = None
     folds: int | None = Field(default=None, ge=2, le=10)
-    self_training_rounds: int | None = Field(default=None, ge=0, le=10)
     label_steps: int | None = Field(default=None, ge=1)
-    pseudo_floor: float | None = Field(default=None, gt=0, lt=1)
+    neighbours: int | None = Field(default=None, ge=1, le=100)
     batch_size: int | None = Field(default=None, ge=1)
     patience: int | None = Field(default=None, ge=1)
     shard_size: int | None = Field(default=None, ge=1)
