@@ -38,11 +38,17 @@ stack: setup
 compose-config:
 	docker-compose config -q
 
-bench-label: setup
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+$(FASHION):
+	apt-get install -y dataset-fashion-mnist || sudo apt-get install -y dataset-fashion-mnist
+
+bench-label: setup $(FASHION)
 	$(BIN)/python benchmarks/bench_label.py
 
-bench-preprocess: setup
-	$(BIN)/python benchmarks/bench_preprocess.py
 
 clean:
 	rm -rf demo-out demo-data labelwright-data labelwright.db .pytest_cache
+
+bench-preprocess: setup $(FASHION)
+	$(BIN)/python benchmarks/bench_preprocess.py

@@ -68,7 +68,7 @@ class _Views:
         self.pixels = x_all.reshape(len(x_all), -1)
         self.backbone = params.get("backbone", "small")
         self.weights = params.get("weights")
-        self.steps = int(params.get("label_steps", 600))
+        self.steps = int(params.get("label_steps", 1000))
         self.neighbours = int(params.get("neighbours", 7))
         self.flip = bool(params.get("flip", False))
 
