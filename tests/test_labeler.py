@@ -93,3 +93,13 @@ def test_no_seeds_or_one_class_fails_readably(tmp_path, digits_dir):
         shutil.copy(f, none)
     with pytest.raises(StageError, match="no seed labels"):
         _label(tmp_path / "b", none)
+
+
+@pytest.mark.slow
+def test_pretrained_backbone_builds_and_trains_without_downloaded_weights():
+    from labelwright.core import cnn
+
+    model = cnn.build_model((16, 16, 1), 3, backbone="mobilenetv3small", weights=None)
+    x = np.random.default_rng(0).random((8, 16, 16, 1)).astype("float32")
+    history = cnn.fit(model, x, np.array([0, 1, 2, 0, 1, 2, 0, 1]), epochs=1, batch_size=4)
+    assert cnn.predict_logits(model, x).shape == (8, 3) and len(history["loss"]) == 1

@@ -15,7 +15,7 @@ from .datasets import DatasetIndex, Limits, ingest
 from .messages import StageResult
 from .pipeline import StageError, build_task, job_summary, load_stage, stages_until
 from .settings import Settings
-from .storage import FileStore, Store
+from .storage import FileStore, Store, read_csv_bytes
 from .topology import STAGES
 
 LOCAL_JOB = "local"
@@ -109,8 +109,6 @@ def run_local(source: Path, out: Path, settings: Settings, until: str | None = N
 
 def apply_review(answers: Path, out: Path, settings: Settings, **hooks: Any) -> dict[str, Any]:
     """Merge review answers (``file_name,label``) into the run in ``out`` and re-run from label on."""
-    from .storage import read_csv_bytes
-
     run = LocalRun(out, settings, **hooks)
     run.resume()
     merged = {}

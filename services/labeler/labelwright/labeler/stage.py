@@ -95,15 +95,13 @@ class _Views:
 def _review_order(confidence: np.ndarray, predicted: np.ndarray, seeds_per_class: np.ndarray) -> np.ndarray:
     """Most useful first: round-robin over predicted classes, classes with fewest seeds first,
     least confident items first within a class (uncertainty with class diversity)."""
-    queues = {c: list(np.nonzero(predicted == c)[0][np.argsort(confidence[predicted == c])])
-              for c in np.unique(predicted)}
-    order = []
-    classes = sorted(queues, key=lambda c: (seeds_per_class[c], c))
-    while any(queues.values()):
-        for c in classes:
-            if queues[c]:
-                order.append(queues[c].pop(0))
-    return np.asarray(order, dtype=int)
+    classes = sorted(np.unique(predicted), key=lambda c: (seeds_per_class[c], c))
+    rank_in_class = np.empty(len(predicted), dtype=int)
+    for c in classes:
+        members = np.nonzero(predicted == c)[0]
+        rank_in_class[members[np.argsort(confidence[members], kind="stable")]] = np.arange(len(members))
+    class_rank = {c: r for r, c in enumerate(classes)}
+    return np.lexsort((np.array([class_rank[c] for c in predicted]), rank_in_class))
 
 
 def run(task: Task, store: Store, settings: Settings, progress: Progress | None = None) -> StageResult:

@@ -36,7 +36,8 @@ def assign_groups(groups: dict[str, list[dict[str, str]]], ratios: dict[str, flo
     ids = sorted(groups)
     rng.shuffle(ids)
     human = [g for g in ids if any(r["source"] in HUMAN_SOURCES for r in groups[g])]
-    model = [g for g in ids if g not in set(human)]
+    human_set = set(human)
+    model = [g for g in ids if g not in human_set]
     assignment = {}
     for g in human:
         c, size = group_label[g], len(groups[g])
