@@ -106,7 +106,7 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         raise StageError(f"test labels the model never saw: {', '.join(unknown)}")
     class_index = {c: i for i, c in enumerate(classes)}
     names, pixels = load_pixels(store, task.inputs["preprocess.pixels"])
-    x = select(names, model_input(pixels, train_summary["channels"]), [r["file_name"] for r in test])
+    x = model_input(select(names, pixels, [r["file_name"] for r in test]), train_summary["channels"])
     y = np.array([class_index[r["label"]] for r in test])
     human = np.array([r["source"] in HUMAN_SOURCES for r in test])
 
