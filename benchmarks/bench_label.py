@@ -38,14 +38,8 @@ def scores(truth: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, acc
         "accuracy": correct.mean(),
         "precision": correct[accepted].mean() if accepted.any() else float("nan"),
         "coverage": accepted.mean(),
-        "ece": ece(confidence, correct),
+        "ece": cnn.calibration_error(confidence, correct),
     }
-
-
-def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    which = np.clip(np.digitize(confidence, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
-    return float(sum((which == b).mean() * abs(correct[which == b].mean() - confidence[which == b].mean())
-                     for b in range(bins) if (which == b).any()))
 
 
 def issue_scores(flagged: set, flipped: set) -> dict:

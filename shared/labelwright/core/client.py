@@ -10,9 +10,8 @@ from typing import Any
 
 import httpx
 
+from .messages import TERMINAL_STATUSES
 from .settings import Settings
-
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 class GatewayError(RuntimeError):
@@ -69,7 +68,7 @@ class Client:
         deadline = time.monotonic() + timeout
         while True:
             job = self.job(job_id)
-            if job["status"] in TERMINAL:
+            if job["status"] in TERMINAL_STATUSES:
                 return job
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f}s")

@@ -114,12 +114,10 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """ECE with equal-width confidence bins (the top-label definition)."""
-    if not len(labels):
+def calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """ECE of stated confidences against whether each prediction was right (equal-width bins)."""
+    if not len(correct):
         return float("nan")
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
     ece = 0.0
@@ -128,6 +126,11 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
         if mask.any():
             ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
     return float(ece)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE with equal-width confidence bins (the top-label definition)."""
+    return calibration_error(probs.max(axis=1), probs.argmax(axis=1) == labels, bins)
 
 
 def balanced_class_weight(y: np.ndarray, n_classes: int) -> dict[int, float]:

@@ -19,6 +19,14 @@ ArtifactRef = str
 """A reference to one object: ``s3://bucket/key`` or ``file:///absolute/path``."""
 
 
+JOB_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+"""Every status a job can have: the words ``GET /v1/jobs/{id}`` and ``labelwright status`` print."""
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+"""Statuses a job never leaves."""
+HUMAN_SOURCES: frozenset[str] = frozenset({"human", "review"})
+"""Values of ``labels.csv``'s ``source`` column that mean a person gave the label."""
+
+
 def new_id(prefix: str) -> str:
     """A short unique id such as ``job_3f9c2a1b0d4e``."""
     return f"{prefix}_{uuid.uuid4().hex[:12]}"

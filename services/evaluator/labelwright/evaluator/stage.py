@@ -17,13 +17,11 @@ from pathlib import Path
 import numpy as np
 from labelwright.core import cnn
 from labelwright.core.images import load_pixels, model_input, select
-from labelwright.core.messages import StageResult, Task
+from labelwright.core.messages import HUMAN_SOURCES, StageResult, Task
 from labelwright.core.pipeline import Progress, StageError
 from labelwright.core.settings import Settings
 from labelwright.core.storage import Store, read_csv_bytes
 from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support
-
-HUMAN_SOURCES = frozenset({"human", "review"})
 
 
 def metrics(probs: np.ndarray, y: np.ndarray, classes: list[str]) -> dict:

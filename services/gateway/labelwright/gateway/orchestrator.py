@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from labelwright.core import metrics
 from labelwright.core.bus import connect, declare, properties
-from labelwright.core.messages import Shard, Task, TaskEvent, TaskStatus
+from labelwright.core.messages import JOB_STATUSES, TERMINAL_STATUSES, Shard, Task, TaskEvent, TaskStatus
 from labelwright.core.pipeline import build_task, job_summary, shard_count, step_after
 from labelwright.core.settings import Settings
 from labelwright.core.storage import Store, read_csv_bytes
@@ -27,7 +27,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from .db import WHOLE, Job, StageRun
 
 log = logging.getLogger(__name__)
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 Publish = Callable[[Task], None]
 
 
@@ -70,7 +69,7 @@ class Orchestrator:
         """Record one event and take the step the pipeline rule asks for."""
         with self.sessions() as session:
             run = session.scalar(select(StageRun).where(StageRun.task_id == event.task_id))
-            if run is None or run.job.status in TERMINAL or run.status in ("succeeded", "failed"):
+            if run is None or run.job.status in TERMINAL_STATUSES or run.status in ("succeeded", "failed"):
                 return
             job = run.job
             run.worker = event.worker
@@ -124,7 +123,7 @@ class Orchestrator:
         """A task the broker gave up on: its job fails with the last error the workers reported."""
         with self.sessions() as session:
             run = session.scalar(select(StageRun).where(StageRun.task_id == task.task_id))
-            if run is None or run.job.status in TERMINAL:
+            if run is None or run.job.status in TERMINAL_STATUSES:
                 return
             last = f" (last error: {run.error})" if run.error else " (the worker died each time)"
             self._fail(session, run.job, run, f"task dead-lettered after {deliveries} deliveries{last}")
@@ -133,7 +132,7 @@ class Orchestrator:
     def cancel(self, job_id: str) -> None:
         with self.sessions() as session:
             job = session.get(Job, job_id)
-            if job.status not in TERMINAL:
+            if job.status not in TERMINAL_STATUSES:
                 job.status = "cancelled"
                 session.commit()
                 metrics.JOBS.labels("cancelled").inc()
@@ -156,7 +155,7 @@ class Orchestrator:
 
     def _count_jobs(self) -> None:
         with self.sessions() as session:
-            for status in ("queued", "running", "succeeded", "failed", "cancelled"):
+            for status in JOB_STATUSES:
                 n = session.query(Job).filter(Job.status == status).count()
                 metrics.JOBS_CURRENT.labels(status).set(n)
 

@@ -13,14 +13,13 @@ import random
 import time
 from collections import Counter, defaultdict
 
-from labelwright.core.messages import StageResult, Task
+from labelwright.core.messages import HUMAN_SOURCES, StageResult, Task
 from labelwright.core.pipeline import Progress, StageError
 from labelwright.core.settings import Settings
 from labelwright.core.storage import Store, read_csv_bytes
 
 SPLITS = ("train", "val", "test")
 SPLIT_FIELDS = ["file_name", "label", "source"]
-HUMAN_SOURCES = frozenset({"human", "review"})
 
 
 def assign_groups(groups: dict[str, list[dict[str, str]]], ratios: dict[str, float], seed: int) -> dict[str, str]:

@@ -7,12 +7,11 @@ import mimetypes
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
-from labelwright.core.messages import new_id
+from labelwright.core.messages import TERMINAL_STATUSES, new_id
 from labelwright.core.storage import StoreError
 from labelwright.core.topology import STAGES
 
 from ...db import WHOLE, Dataset, Job
-from ...orchestrator import TERMINAL
 from ...schemas import JobCreate, JobPublic, ReviewAnswers, ReviewItem, StagePublic
 from ..deps import ApiKey, OrchestratorDep, PublishDep, SessionDep, StoreDep
 
@@ -96,7 +95,7 @@ def get_job(job_id: str, request: Request, session: SessionDep) -> JobPublic:
 @router.post("/{job_id}/cancel", dependencies=[ApiKey], response_model=JobPublic)
 def cancel(job_id: str, request: Request, session: SessionDep, orchestrator: OrchestratorDep) -> JobPublic:
     job = _job_or_404(session, job_id)
-    if job.status in TERMINAL:
+    if job.status in TERMINAL_STATUSES:
         raise HTTPException(409, f"job {job_id} has already {job.status}")
     orchestrator.cancel(job_id)
     session.expire_all()
@@ -120,7 +119,7 @@ async def events(job_id: str, request: Request) -> StreamingResponse:
             if payload != last:
                 last = payload
                 yield f"event: job\ndata: {payload}\n\n"
-            if status in TERMINAL:
+            if status in TERMINAL_STATUSES:
                 return
             await asyncio.sleep(1.0)
 
