@@ -102,12 +102,14 @@ def decode(data: bytes, size: int, max_pixels: int) -> Decoded:
             raise Rejected(f"decompression bomb: {width}x{height} exceeds {max_pixels} pixels")
         source_mode = image.mode
         try:
-            transposed = image.getexif().get(0x0112) in (5, 6, 7, 8)
-            displayed = (height, width) if transposed else (width, height)
+            orientation = image.getexif().get(0x0112)
+            displayed = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
             if fmt == "JPEG" and min(width, height) > 4 * size:
                 image.draft("RGB" if image.mode not in ("L", "1") else "L", (2 * size, 2 * size))
             image.load()
-            image = _flatten(ImageOps.exif_transpose(image))
+            if orientation in (2, 3, 4, 5, 6, 7, 8):
+                image = ImageOps.exif_transpose(image)
+            image = _flatten(image)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise Rejected(f"decompression bomb: {exc}") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
