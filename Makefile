@@ -6,7 +6,7 @@ SERVICES := gateway preprocess labeler splitter trainer evaluator
 PACKAGES := shared $(addprefix services/,$(SERVICES))
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint bench-label bench-preprocess stack compose-config clean
+.PHONY: setup demo test test-fast lint bench-label bench-preprocess bench-duplicates stack compose-config clean
 
 setup: $(STAMP)
 
@@ -52,3 +52,6 @@ clean:
 
 bench-preprocess: setup $(FASHION)
 	$(BIN)/python benchmarks/bench_preprocess.py
+
+bench-duplicates: setup $(FASHION)
+	$(BIN)/python benchmarks/bench_duplicates.py --tune --scale 100000

@@ -19,12 +19,17 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return (data.images / 16.0 * 255.0).round().astype(np.uint8), data.target.astype(int)
 
 
-def fashion(limit: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A random sample of the Fashion-MNIST train split."""
+def fashion_all() -> np.ndarray:
+    """The 60,000 images of the Fashion-MNIST train split."""
     if not (FASHION / "train-images-idx3-ubyte.gz").exists():
         raise SystemExit(f"Fashion-MNIST not found in {FASHION}: apt-get install dataset-fashion-mnist")
     with gzip.open(FASHION / "train-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+        return np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+
+
+def fashion(limit: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A random sample of the Fashion-MNIST train split."""
+    images = fashion_all()
     with gzip.open(FASHION / "train-labels-idx1-ubyte.gz") as f:
         labels = np.frombuffer(f.read(), np.uint8, offset=8).astype(int)
     pick = np.random.default_rng(seed).permutation(len(images))[:limit]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from images import digit, encode, exif_rotated_jpeg, photo, png_bomb
@@ -11,7 +13,7 @@ from labelwright.core.pipeline import StageError, build_task
 from labelwright.core.settings import Settings
 from labelwright.core.storage import FileStore
 from labelwright.preprocess.decode import Rejected, decode
-from labelwright.preprocess.dedup import BKTree, cluster
+from labelwright.preprocess.dedup import candidate_pairs, cluster, grey_frames, phashes, thumbnails
 from labelwright.preprocess.stage import run
 from PIL import Image
 
@@ -71,22 +73,56 @@ def test_decompression_bomb_is_rejected_before_decoding():
         decode(png_bomb(), 16, SETTINGS.max_image_pixels)
 
 
-def test_bk_tree_finds_every_hash_within_radius():
-    rng = np.random.default_rng(0)
-    values = [int(v) for v in rng.integers(0, 2**63, size=300, dtype=np.int64)]
-    tree = BKTree()
-    for i, v in enumerate(values):
-        tree.add(v, i)
-    probe = values[7] ^ 0b101
-    brute = {i for i, v in enumerate(values) if (v ^ probe).bit_count() <= 3}
-    assert set(tree.query(probe, 3)) == brute and 7 in brute
+def _regions() -> list[np.ndarray]:
+    """Distinct 40x40 grey pictures: non-overlapping regions of two real photos."""
+    from sklearn.datasets import load_sample_image
+
+    out = []
+    for name in ("china.jpg", "flower.jpg"):
+        grey = np.asarray(Image.fromarray(load_sample_image(name)).convert("L"))
+        out += [grey[y:y + 160:4, x:x + 160:4] for y in (20, 220) for x in (40, 240, 440)]
+    return out
 
 
-def test_cluster_marks_exact_and_near_duplicates():
-    groups = cluster(["a", "b", "a", "c", "d"], [0b0, 0b1111 << 20, 0b0, 0b1, 0xFFFF << 40], max_distance=2)
-    assert groups[0] == groups[2] == (0, "exact")
-    assert groups[3] == (0, "near"), "one bit from item 0"
-    assert groups[1][1] == "" and groups[4][1] == ""
+def _frame(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("L").resize((32, 32), Image.Resampling.BILINEAR))
+
+
+def test_phashes_are_the_ones_imagehash_computes():
+    import imagehash
+
+    frames = [_frame(Image.fromarray(r)) for r in _regions()] + [_frame(photo())]
+    expected = [str(imagehash.phash(Image.fromarray(f))) for f in frames]
+    assert phashes(grey_frames(frames)) == expected
+
+
+def test_near_duplicates_survive_reencoding_crops_and_brightness_but_distinct_pictures_stay_apart():
+    regions = _regions()
+    shapes = [digit(i).resize((32, 32), Image.Resampling.BICUBIC) for i in (0, 1, 2)]
+    originals = [Image.fromarray(r) for r in regions] + shapes
+    copies = [
+        Image.open(io.BytesIO(encode(originals[0], "JPEG", quality=50))),
+        Image.fromarray(np.clip(regions[1].astype(int) + 30, 0, 255).astype(np.uint8)),
+        originals[2].resize((30, 30)),
+        shapes[0].crop((2, 1, 31, 30)),  # an object on a plain background, slightly cropped
+    ]
+    images = originals + copies
+    frames = grey_frames([_frame(image) for image in images])
+    hashes = [str(i) for i in range(len(images))] + ["0"]  # and one exact copy of the first
+    groups = cluster(hashes, np.concatenate([frames, frames[:1]]))
+    n = len(originals)
+    for k, original in enumerate((0, 1, 2, len(regions))):
+        assert groups[n + k] == (original, "near"), f"copy {k} joins its original"
+    assert groups[-1] == (0, "exact") and groups[0] == (0, "exact")
+    alone = set(range(n)) - {0, 1, 2, len(regions)}
+    assert all(groups[i] == (i, "") for i in alone), "distinct pictures are not duplicates"
+
+
+def test_candidates_come_from_an_index_not_from_all_pairs():
+    frames = grey_frames([np.random.default_rng(i).integers(0, 256, (32, 32), dtype=np.uint8) for i in range(400)])
+    pairs = candidate_pairs(thumbnails(frames), neighbours=5)
+    assert 0 < len(pairs) <= 400 * 5 * 2 < 400 * 399 // 2
+    assert (pairs[:, 0] < pairs[:, 1]).all()
 
 
 def _dataset(tmp_path):

@@ -44,7 +44,7 @@ class JobParams(BaseModel):
     until: Literal["preprocess", "label", "split", "train", "evaluate"] | None = None
     val_ratio: float | None = Field(default=None, gt=0, lt=1)
     test_ratio: float | None = Field(default=None, gt=0, lt=1)
-    near_duplicate_distance: int | None = Field(default=None, ge=-1, le=32)
+    near_duplicate_threshold: float | None = Field(default=None, ge=0, le=2)
     backbone: Literal["small", "mobilenetv3small", "efficientnetb0"] | None = None
     weights: str | None = None
     flip: bool | None = None

@@ -16,7 +16,6 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-import imagehash
 import numpy as np
 from labelwright.core.images import PIXELS_NAME, load_pixels, save_pixels
 from labelwright.core.messages import StageResult, Task
@@ -25,10 +24,10 @@ from labelwright.core.settings import Settings
 from labelwright.core.storage import Store, StoreError, read_csv_bytes
 
 from .decode import Rejected, decode
-from .dedup import cluster
+from .dedup import DEFAULT_THRESHOLD, cluster, grey_frames, phashes
 
-RECORD_FIELDS = ["file_name", "label", "image", "width", "height", "format", "mode", "pixel_hash", "phash"]
-MANIFEST_FIELDS = [*RECORD_FIELDS, "group_id", "duplicate"]
+RECORD_FIELDS = ["file_name", "label", "image", "width", "height", "format", "mode", "pixel_hash"]
+MANIFEST_FIELDS = [*RECORD_FIELDS, "phash", "group_id", "duplicate"]
 REJECTED_FIELDS = ["file_name", "reason"]
 DUPLICATE_FIELDS = ["file_name", "group_id", "kind"]
 
@@ -82,7 +81,6 @@ def _process(task: Task, store: Store, settings: Settings, progress: Progress | 
             "format": decoded.source_format,
             "mode": decoded.source_mode,
             "pixel_hash": decoded.pixel_hash,
-            "phash": str(imagehash.phash(decoded.image)),
         })
         if progress and n % 200 == 0:
             progress(n / len(index), f"{n}/{len(index)} files")
@@ -119,10 +117,12 @@ def _merge(task: Task, store: Store, settings: Settings, part: Part, started: fl
     if not records:
         raise StageError(f"no usable image among {len(rejected)} files (see preprocess/rejected.csv)")
 
-    distance = int(task.params.get("near_duplicate_distance", 4))
-    clusters = cluster([r["pixel_hash"] for r in records], [int(r["phash"], 16) for r in records], distance)
+    threshold = task.params.get("near_duplicate_threshold", DEFAULT_THRESHOLD)
+    frames = grey_frames(pixels)
+    clusters = cluster([r["pixel_hash"] for r in records], frames, threshold if threshold <= 1 else None)
     duplicates, labels_in_group = [], defaultdict(set)
-    for record, (group, kind) in zip(records, clusters, strict=True):
+    for record, phash, (group, kind) in zip(records, phashes(frames), clusters, strict=True):
+        record["phash"] = phash
         record["group_id"] = f"g{group:06d}"
         record["duplicate"] = kind
         if kind:
@@ -144,7 +144,7 @@ def _merge(task: Task, store: Store, settings: Settings, part: Part, started: fl
         "duplicate_files": len(duplicates),
         "exact_duplicate_files": sum(1 for d in duplicates if d["kind"] == "exact"),
         "near_duplicate_files": sum(1 for d in duplicates if d["kind"] == "near"),
-        "near_duplicate_distance": distance,
+        "near_duplicate_threshold": threshold,
         "seed_label_conflicts": [{"group_id": g, "labels": labels} for g, labels in sorted(conflicts.items())],
         "image_size": int(task.params.get("image_size", settings.image_size)),
         "shards": int(task.params.get("merge_shards", 1)),
