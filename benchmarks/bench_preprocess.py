@@ -11,6 +11,7 @@ hashes, the duplicate search and its outputs. Printed: files per second and the 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -67,23 +68,47 @@ def stage(folder: Path, out: Path) -> float:
     return time.perf_counter() - started
 
 
-def services(folder: Path, work: Path, replicas: int) -> float:
-    """Preprocess wall time of one job on `labelwright stack` with N preprocess replicas."""
+def wait_until_idle(idle: float = 0.85, timeout: float = 120.0) -> None:
+    """Until the machine's CPUs are idle for ``idle`` of one second (Linux /proc/stat)."""
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[3], sum(fields)  # idle, not waiting for the disk
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        idle0, total0 = sample()
+        time.sleep(1.0)
+        idle1, total1 = sample()
+        if (idle1 - idle0) / max(total1 - total0, 1) >= idle:
+            return
+
+
+def services(folder: Path, work: Path, replicas: int, store_root: Path) -> float:
+    """Preprocess wall time of one job on `labelwright stack` with N preprocess replicas, its
+    object store a folder under ``store_root``."""
     from labelwright.core.client import Client
     from labelwright.core.stack import Stack
 
-    settings = Settings(namespace=f"lwbench-{uuid.uuid4().hex[:8]}", store=f"file://{work / 'store'}",
+    settings = Settings(namespace=f"lwbench-{uuid.uuid4().hex[:8]}", store=f"file://{store_root / 'store'}",
                         database_url=f"sqlite:///{work / 'jobs.db'}", metrics_port=0)
     with Stack(settings, {"preprocess": replicas}, gateway_port=8765, log_dir=work / "logs") as stack:
+        wait_until_idle()  # the other services import TensorFlow as they start
         client = Client(settings, base_url=stack.gateway_url)
         dataset = client.upload(folder)
+        os.sync()  # the upload's writes reach the disk before the clock starts
+        wait_until_idle()
         job = client.http.post("/v1/jobs", json={"dataset_id": dataset["id"],
                                                  "params": {"until": "preprocess", "image_size": SIZE,
                                                             "shard_size": 2500}}).json()
         started = time.perf_counter()
         job = client.wait(job["id"], timeout=3600, poll=0.2)
         assert job["status"] == "succeeded", job
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        from labelwright.core.storage import FileStore
+
+        stage = FileStore(store_root / "store").get_json(f"jobs/{job['id']}/summary.json")["stages"]["preprocess"]
+        print(f"{replicas} replica(s): {seconds:.1f} s; shards {stage.get('shard_seconds')} s, "
+              f"merge {stage.get('seconds')} s", flush=True)
+        return seconds
 
 
 def main() -> None:
@@ -99,8 +124,12 @@ def main() -> None:
                                     ("photos 1024 px JPEG", args.photos, write_photos)):
             folder = tmp / name.split()[0]
             writer(folder, count)
-            bare = bare_loop(folder, tmp / f"{folder.name}-bare")
-            ours = stage(folder, tmp / f"{folder.name}-stage")
+            # alternate bare and stage twice and keep each one's best: the disk here is shared
+            bare_times, stage_times = [], []
+            for r in range(2):
+                bare_times.append(bare_loop(folder, tmp / f"{folder.name}-bare{r}"))
+                stage_times.append(stage(folder, tmp / f"{folder.name}-stage{r}"))
+            bare, ours = min(bare_times), min(stage_times)
             rows.append((name, count, count / bare, count / ours, bare / ours))
             print(f"{name}: bare {count / bare:.0f} files/s, stage {count / ours:.0f} files/s", flush=True)
         print("\n| files | n | bare Pillow files/s | preprocess stage files/s | stage / bare |")
@@ -108,14 +137,21 @@ def main() -> None:
         for name, count, bare, ours, ratio in rows:
             print(f"| {name} | {count} | {bare:.0f} | {ours:.0f} | {ratio:.2f} |")
         if not args.no_services:
-            folder = tmp / "Fashion-MNIST"
-            one = services(folder, tmp / "svc1", 1)
-            two = services(folder, tmp / "svc2", 2)
-            print("\n| services path (upload excluded) | preprocess replicas | seconds | speed-up |")
-            print("|---|---|---|---|")
-            print(f"| {args.fashion} Fashion-MNIST PNG | 1 | {one:.1f} | 1.00 |")
-            print(f"| {args.fashion} Fashion-MNIST PNG | 2 | {two:.1f} | {one / two:.2f} |")
-
+            # On this machine's disk (ext4 on a virtual disk) creating a file costs ~0.4 ms and
+            # the replicas queue for it; in memory (tmpfs) the replicas' own work shows.
+            rows = []
+            for where, root in (("disk", tmp), ("tmpfs", Path("/dev/shm"))):
+                if not root.is_dir():
+                    continue
+                with tempfile.TemporaryDirectory(dir=root) as store_root:
+                    one = services(tmp / "Fashion-MNIST", tmp / f"svc1-{where}", 1, Path(store_root) / "1")
+                    two = services(tmp / "Fashion-MNIST", tmp / f"svc2-{where}", 2, Path(store_root) / "2")
+                rows.append((where, one, two))
+            print("\n| services path (upload excluded) | object store on | preprocess replicas | seconds | speed-up |")
+            print("|---|---|---|---|---|")
+            for where, one, two in rows:
+                print(f"| {args.fashion} Fashion-MNIST PNG | {where} | 1 | {one:.1f} | 1.00 |")
+                print(f"| {args.fashion} Fashion-MNIST PNG | {where} | 2 | {two:.1f} | {one / two:.2f} |")
 
 if __name__ == "__main__":
     main()

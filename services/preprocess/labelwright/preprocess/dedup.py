@@ -57,10 +57,10 @@ class UnionFind:
 
 
 def grey_frames(pixels: Sequence[np.ndarray]) -> np.ndarray:
-    """Normalised images (H, W[, 3] uint8) as 32x32 grey floats, converted and resized as
+    """Normalised images (H, W[, 3] uint8) as 32x32 grey uint8, converted and resized as
     ``imagehash.phash`` does (Pillow's ITU-R 601-2 luma in fixed point, Lanczos)."""
     if not len(pixels):
-        return np.empty((0, FRAME, FRAME), np.float32)
+        return np.empty((0, FRAME, FRAME), np.uint8)
     array = np.stack(pixels)
     if array.ndim == 4:
         r, g, b = array[..., 0], array[..., 1], array[..., 2]
@@ -72,12 +72,12 @@ def grey_frames(pixels: Sequence[np.ndarray]) -> np.ndarray:
     if array.shape[1:] != (FRAME, FRAME):
         array = np.stack([np.asarray(Image.fromarray(a).resize((FRAME, FRAME), Image.Resampling.LANCZOS))
                           for a in array])
-    return array.astype(np.float32)
+    return array
 
 
 def phashes(frames: np.ndarray) -> list[str]:
     """``imagehash.phash`` of each frame as hex, computed for all frames at once."""
-    rows = dct(frames, axis=1)[:, :8]
+    rows = dct(frames.astype(np.float32), axis=1)[:, :8]
     coefficients = dct(rows, axis=2)[:, :, :8].reshape(len(frames), 64)
     bits = coefficients > np.median(coefficients, axis=1, keepdims=True)
     return [f"{int(row):016x}" for row in np.packbits(bits, axis=1).view(">u8").ravel()]
@@ -97,14 +97,23 @@ def _content_box(frame: np.ndarray) -> tuple[float, float, float, float]:
     return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
 
 
-def thumbnails(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """8x8 brightness-invariant thumbnails of the whole frame and of the content box."""
-    whole = frames.reshape(len(frames), 8, 4, 8, 4).mean(axis=(2, 4)).reshape(len(frames), 64)
-    boxed = np.stack([
+def whole_thumbnails(frames: np.ndarray) -> np.ndarray:
+    """8x8 box-filtered, brightness-invariant thumbnails of the whole frame."""
+    return _unit(frames.reshape(len(frames), 8, 4, 8, 4).mean(axis=(2, 4), dtype=np.float32).reshape(len(frames), 64))
+
+
+def boxed_thumbnails(frames: np.ndarray) -> np.ndarray:
+    """The same of the content box, so that crops of background do not move the thumbnail."""
+    if not len(frames):
+        return np.empty((0, 64), np.float32)
+    return _unit(np.stack([
         np.asarray(Image.fromarray(f, "F").resize((8, 8), Image.Resampling.BOX, box=_content_box(f))).ravel()
-        for f in frames
-    ]) if len(frames) else whole
-    return _unit(whole), _unit(boxed)
+        for f in frames.astype(np.float32)
+    ]))
+
+
+def thumbnails(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return whole_thumbnails(frames), boxed_thumbnails(frames)
 
 
 def candidate_pairs(descriptors: Sequence[np.ndarray], neighbours: int = NEIGHBOURS) -> np.ndarray:
@@ -153,6 +162,7 @@ class Aligner:
     """Scores how well ``b`` is a (re-encoded, rescaled, cropped, brightened) copy of ``a``."""
 
     def __init__(self, frames: np.ndarray) -> None:
+        frames = frames.astype(np.float32, copy=False)
         self.matrices, _ = _resampling_matrices()
         self.band = _band(frames)
         self.band_unit = _unit(self.band.reshape(len(frames), -1))
@@ -181,11 +191,14 @@ class Aligner:
     def crop_score(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """For each pair, the detail correlation of ``b`` with the best-aligned crop of ``a``."""
         kx, ky = self._best_span(0, a, b), self._best_span(1, a, b)
-        aligned = np.matmul(np.matmul(self.matrices[ky], self.band[a]), self.transposed[kx])
-        x, y = _unit(aligned.reshape(len(a), -1)), self.band_unit[b]
-        return np.einsum("ij,ij->i", x, y)
+        aligned = np.matmul(np.matmul(self.matrices[ky], self.band[a]), self.transposed[kx]).reshape(len(a), -1)
+        # correlation with b's centred unit detail: only the aligned side's norm needs centring
+        total = aligned.sum(axis=1)
+        energy = np.einsum("ij,ij->i", aligned, aligned) - total * total / aligned.shape[1]
+        return np.einsum("ij,ij->i", aligned, self.band_unit[b]) / (np.sqrt(np.maximum(energy, 0)) + 1e-6)
 
-    def score(self, pairs: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    def score(self, pairs: np.ndarray, chunk: int = 2048) -> np.ndarray:
+        """Best of both directions (which image is the crop is unknown) for each pair."""
         out = np.empty(len(pairs), np.float32)
         for start in range(0, len(pairs), chunk):
             a, b = pairs[start:start + chunk, 0], pairs[start:start + chunk, 1]
@@ -193,10 +206,13 @@ class Aligner:
         return out
 
 
-def near_pairs(frames: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
-               neighbours: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
-    """Verified near-duplicate pairs among ``frames`` and their scores."""
-    pairs = candidate_pairs(thumbnails(frames), neighbours)
+def near_pairs(frames: np.ndarray, threshold: float = DEFAULT_THRESHOLD, neighbours: int = NEIGHBOURS,
+               boxed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Verified near-duplicate pairs among ``frames`` and their scores (``boxed``: the boxed
+    thumbnails when already computed, e.g. by the shards)."""
+    frames = frames.astype(np.float32, copy=False)
+    boxed = boxed_thumbnails(frames) if boxed is None else boxed
+    pairs = candidate_pairs((whole_thumbnails(frames), boxed), neighbours)
     if not len(pairs):
         return pairs, np.empty(0, np.float32)
     scores = Aligner(frames).score(pairs)
@@ -204,8 +220,8 @@ def near_pairs(frames: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
     return pairs[keep], scores[keep]
 
 
-def cluster(pixel_hashes: Sequence[str], frames: np.ndarray,
-            threshold: float | None = DEFAULT_THRESHOLD) -> list[tuple[int, str]]:
+def cluster(pixel_hashes: Sequence[str], frames: np.ndarray, threshold: float | None = DEFAULT_THRESHOLD,
+            boxed: np.ndarray | None = None) -> list[tuple[int, str]]:
     """For each item, ``(cluster_id, kind)`` where kind is ``exact``, ``near`` or ``""`` (alone).
 
     Items with equal pixel hashes are exact duplicates; one representative of each exact group
@@ -225,7 +241,8 @@ def cluster(pixel_hashes: Sequence[str], frames: np.ndarray,
             first_of[h] = i
     if threshold is not None:
         representatives = np.array(sorted(first_of.values()), dtype=np.int64)
-        pairs, _ = near_pairs(frames[representatives], threshold)
+        pairs, _ = near_pairs(frames[representatives], threshold,
+                              boxed=None if boxed is None else boxed[representatives])
         for a, b in representatives[pairs]:
             groups.union(int(a), int(b))
     members: dict[int, list[int]] = defaultdict(list)

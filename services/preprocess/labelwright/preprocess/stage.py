@@ -24,10 +24,10 @@ from labelwright.core.settings import Settings
 from labelwright.core.storage import Store, StoreError, read_csv_bytes
 
 from .decode import Rejected, decode
-from .dedup import DEFAULT_THRESHOLD, cluster, grey_frames, phashes
+from .dedup import DEFAULT_THRESHOLD, boxed_thumbnails, cluster, grey_frames, phashes
 
-RECORD_FIELDS = ["file_name", "label", "image", "width", "height", "format", "mode", "pixel_hash"]
-MANIFEST_FIELDS = [*RECORD_FIELDS, "phash", "group_id", "duplicate"]
+RECORD_FIELDS = ["file_name", "label", "image", "width", "height", "format", "mode", "pixel_hash", "phash"]
+MANIFEST_FIELDS = [*RECORD_FIELDS, "group_id", "duplicate"]
 REJECTED_FIELDS = ["file_name", "reason"]
 DUPLICATE_FIELDS = ["file_name", "group_id", "kind"]
 
@@ -37,6 +37,16 @@ class Part:
     records: list[dict[str, str]] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
     pixels: list[np.ndarray] = field(default_factory=list)
+    frames: np.ndarray | None = None
+    """Grey 32x32 frames and boxed thumbnails for the duplicate search, made where the images
+    are (in the shards, in parallel), so the merge only searches."""
+    boxed: np.ndarray | None = None
+
+    def add_features(self) -> None:
+        self.frames = grey_frames(self.pixels)
+        self.boxed = boxed_thumbnails(self.frames)
+        for record, phash in zip(self.records, phashes(self.frames), strict=True):
+            record["phash"] = phash
 
 
 def _reason_category(reason: str) -> str:
@@ -84,6 +94,7 @@ def _process(task: Task, store: Store, settings: Settings, progress: Progress | 
         })
         if progress and n % 200 == 0:
             progress(n / len(index), f"{n}/{len(index)} files")
+    part.add_features()
     return part
 
 
@@ -93,19 +104,30 @@ def _write_part(task: Task, store: Store, part: Part) -> StageResult:
         "records": store.put_csv(f"{base}records.csv", RECORD_FIELDS, part.records),
         "rejected": store.put_csv(f"{base}rejected.csv", REJECTED_FIELDS, part.rejected),
         "pixels": save_pixels(store, f"{base}{PIXELS_NAME}", [r["file_name"] for r in part.records], part.pixels),
+        "features": store.put(f"{base}features.npz", _npz(frames=part.frames, boxed=part.boxed)),
     }
     counts = {"items": len(part.records) + len(part.rejected), "accepted": len(part.records),
               "rejected": len(part.rejected)}
     return StageResult(outputs=outputs, counts=counts)
 
 
+def _npz(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
 def _read_parts(task: Task, store: Store) -> Part:
-    merged = Part()
+    merged, frames, boxed = Part(), [], []
     for i in range(int(task.params["merge_shards"])):
         merged.records += store.get_csv(store.key(task.inputs[f"shards.{i}.records"]))
         merged.rejected += store.get_csv(store.key(task.inputs[f"shards.{i}.rejected"]))
         _, pixels = load_pixels(store, task.inputs[f"shards.{i}.pixels"])
         merged.pixels += list(pixels)
+        with np.load(io.BytesIO(store.read_ref(task.inputs[f"shards.{i}.features"]))) as features:
+            frames.append(features["frames"])
+            boxed.append(features["boxed"])
+    merged.frames, merged.boxed = np.concatenate(frames), np.concatenate(boxed)
     return merged
 
 
@@ -113,16 +135,15 @@ def _merge(task: Task, store: Store, settings: Settings, part: Part, started: fl
     order = sorted(range(len(part.records)), key=lambda i: part.records[i]["file_name"])
     records = [part.records[i] for i in order]
     pixels = [part.pixels[i] for i in order]
+    frames, boxed = part.frames[order], part.boxed[order]
     rejected = sorted(part.rejected, key=lambda r: r["file_name"])
     if not records:
         raise StageError(f"no usable image among {len(rejected)} files (see preprocess/rejected.csv)")
 
     threshold = task.params.get("near_duplicate_threshold", DEFAULT_THRESHOLD)
-    frames = grey_frames(pixels)
-    clusters = cluster([r["pixel_hash"] for r in records], frames, threshold if threshold <= 1 else None)
+    clusters = cluster([r["pixel_hash"] for r in records], frames, threshold if threshold <= 1 else None, boxed)
     duplicates, labels_in_group = [], defaultdict(set)
-    for record, phash, (group, kind) in zip(records, phashes(frames), clusters, strict=True):
-        record["phash"] = phash
+    for record, (group, kind) in zip(records, clusters, strict=True):
         record["group_id"] = f"g{group:06d}"
         record["duplicate"] = kind
         if kind:
