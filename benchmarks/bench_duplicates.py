@@ -83,7 +83,6 @@ def pairs_of(n: int) -> int:
 def scores(family: dict[str, int], names: list[str], edges: np.ndarray) -> tuple[tuple[int, int, int], ...]:
     """For the linked pairs themselves and for every pair inside the clusters they make (union-find,
     as ``duplicates.csv`` reports them): (true pairs, predicted pairs, predicted pairs that are true)."""
-    true = sum(pairs_of(n) for n in Counter(family.values()).values())
     hits = sum(family[names[a]] == family[names[b]] for a, b in edges)
     groups = dedup.UnionFind(len(names))
     for a, b in edges:
@@ -91,8 +90,8 @@ def scores(family: dict[str, int], names: list[str], edges: np.ndarray) -> tuple
     members: dict[int, list[str]] = {}
     for i, name in enumerate(names):
         members.setdefault(groups.find(i), []).append(name)
-    clusters = [m for m in members.values() if len(m) > 1]
-    return (true, len(edges), hits), cluster_scores(clusters, family)
+    in_clusters = cluster_scores([m for m in members.values() if len(m) > 1], family)
+    return (in_clusters[0], len(edges), hits), in_clusters
 
 
 def cluster_scores(clusters: list[list[str]], family: dict[str, int]) -> tuple[int, int, int]:

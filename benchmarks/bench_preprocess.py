@@ -87,6 +87,7 @@ def services(folder: Path, work: Path, replicas: int, store_root: Path) -> float
     object store a folder under ``store_root``."""
     from labelwright.core.client import Client
     from labelwright.core.stack import Stack
+    from labelwright.core.storage import FileStore
 
     settings = Settings(namespace=f"lwbench-{uuid.uuid4().hex[:8]}", store=f"file://{store_root / 'store'}",
                         database_url=f"sqlite:///{work / 'jobs.db'}", metrics_port=0)
@@ -103,8 +104,6 @@ def services(folder: Path, work: Path, replicas: int, store_root: Path) -> float
         job = client.wait(job["id"], timeout=3600, poll=0.2)
         assert job["status"] == "succeeded", job
         seconds = time.perf_counter() - started
-        from labelwright.core.storage import FileStore
-
         stage = FileStore(store_root / "store").get_json(f"jobs/{job['id']}/summary.json")["stages"]["preprocess"]
         print(f"{replicas} replica(s): {seconds:.1f} s; shards {stage.get('shard_seconds')} s, "
               f"merge {stage.get('seconds')} s", flush=True)

@@ -16,18 +16,29 @@ from .storage import Store
 PIXELS_NAME = "pixels.npz"
 
 
+def put_arrays(store: Store, key: str, **arrays: np.ndarray) -> str:
+    """Write named arrays as one ``.npz`` object and return its reference."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return store.put(key, buffer.getvalue())
+
+
+def read_arrays(store: Store, ref: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` object, by name."""
+    with np.load(io.BytesIO(store.read_ref(ref))) as data:
+        return {name: data[name] for name in data.files}
+
+
 def save_pixels(store: Store, key: str, file_names: Sequence[str], pixels: Sequence[np.ndarray]) -> str:
     """Write images of one size as ``pixels.npz`` and return its reference."""
     array = np.stack(pixels) if len(pixels) else np.zeros((0, 1, 1, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    np.savez(buffer, file_names=np.asarray(list(file_names), dtype=str), pixels=array)
-    return store.put(key, buffer.getvalue())
+    return put_arrays(store, key, file_names=np.asarray(list(file_names), dtype=str), pixels=array)
 
 
 def load_pixels(store: Store, ref: str) -> tuple[list[str], np.ndarray]:
     """Read ``pixels.npz``: the file names and their (N, H, W, 3) uint8 pixels."""
-    with np.load(io.BytesIO(store.read_ref(ref))) as data:
-        return [str(n) for n in data["file_names"]], data["pixels"]
+    data = read_arrays(store, ref)
+    return [str(n) for n in data["file_names"]], data["pixels"]
 
 
 def model_input(pixels: np.ndarray, channels: int | None = None) -> np.ndarray:

@@ -143,7 +143,7 @@ class FileStore(Store):
         with f:
             f.write(data)
         os.replace(tmp, path)
-        return "file://" + quote(str(path))
+        return self._uri(path)
 
     def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> str:
         target = self._path(key)
@@ -178,8 +178,12 @@ class FileStore(Store):
         for key in list(self.list(prefix)):
             self._path(key).unlink(missing_ok=True)
 
+    @staticmethod
+    def _uri(path: str | Path) -> str:
+        return "file://" + quote(str(path))
+
     def ref(self, key: str) -> str:
-        return "file://" + quote(str(self._path(key)))
+        return self._uri(self._path(key))
 
     def key(self, ref: str) -> str:
         parsed = urlparse(ref)

@@ -135,9 +135,9 @@ def candidate_pairs(descriptors: Sequence[np.ndarray], neighbours: int = NEIGHBO
     return np.stack([codes // n, codes % n], axis=1)
 
 
-def _resampling_matrices() -> tuple[np.ndarray, np.ndarray]:
+def _resampling_matrices() -> np.ndarray:
     """For every (low, high) crop margin pair: the linear map from a 32-sample line to the
-    32-sample line of its crop stretched back to full length; and the pairs themselves."""
+    32-sample line of its crop stretched back to full length."""
     spans = [(lo, hi) for lo in MARGINS for hi in MARGINS]
     centres = np.arange(FRAME) + 0.5
     matrices = np.zeros((len(spans), FRAME, FRAME), np.float32)
@@ -148,7 +148,7 @@ def _resampling_matrices() -> tuple[np.ndarray, np.ndarray]:
         w = (u - left).astype(np.float32)
         matrices[s, np.arange(FRAME), left] += 1 - w
         matrices[s, np.arange(FRAME), right] += w
-    return matrices, np.array(spans)
+    return matrices
 
 
 def _band(frames: np.ndarray) -> np.ndarray:
@@ -163,7 +163,7 @@ class Aligner:
 
     def __init__(self, frames: np.ndarray) -> None:
         frames = frames.astype(np.float32, copy=False)
-        self.matrices, _ = _resampling_matrices()
+        self.matrices = _resampling_matrices()
         self.band = _band(frames)
         self.band_unit = _unit(self.band.reshape(len(frames), -1))
         self.stacked = self.matrices.reshape(-1, FRAME)

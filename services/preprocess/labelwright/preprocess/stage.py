@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
-from labelwright.core.images import PIXELS_NAME, load_pixels, save_pixels
+from labelwright.core.images import PIXELS_NAME, load_pixels, put_arrays, read_arrays, save_pixels
 from labelwright.core.messages import StageResult, Task
 from labelwright.core.pipeline import Progress, StageError
 from labelwright.core.settings import Settings
@@ -104,17 +104,11 @@ def _write_part(task: Task, store: Store, part: Part) -> StageResult:
         "records": store.put_csv(f"{base}records.csv", RECORD_FIELDS, part.records),
         "rejected": store.put_csv(f"{base}rejected.csv", REJECTED_FIELDS, part.rejected),
         "pixels": save_pixels(store, f"{base}{PIXELS_NAME}", [r["file_name"] for r in part.records], part.pixels),
-        "features": store.put(f"{base}features.npz", _npz(frames=part.frames, boxed=part.boxed)),
+        "features": put_arrays(store, f"{base}features.npz", frames=part.frames, boxed=part.boxed),
     }
     counts = {"items": len(part.records) + len(part.rejected), "accepted": len(part.records),
               "rejected": len(part.rejected)}
     return StageResult(outputs=outputs, counts=counts)
-
-
-def _npz(**arrays: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
 
 
 def _read_parts(task: Task, store: Store) -> Part:
@@ -124,9 +118,9 @@ def _read_parts(task: Task, store: Store) -> Part:
         merged.rejected += store.get_csv(store.key(task.inputs[f"shards.{i}.rejected"]))
         _, pixels = load_pixels(store, task.inputs[f"shards.{i}.pixels"])
         merged.pixels += list(pixels)
-        with np.load(io.BytesIO(store.read_ref(task.inputs[f"shards.{i}.features"]))) as features:
-            frames.append(features["frames"])
-            boxed.append(features["boxed"])
+        features = read_arrays(store, task.inputs[f"shards.{i}.features"])
+        frames.append(features["frames"])
+        boxed.append(features["boxed"])
     merged.frames, merged.boxed = np.concatenate(frames), np.concatenate(boxed)
     return merged
 
