@@ -34,15 +34,27 @@ def _augmentation(keras, seed: int, flip: bool) -> list:
     return layers
 
 
-def _small_cnn(keras, x):
-    """Three conv blocks, widening as the map shrinks: about 2.5 M multiply-adds on a 32x32 image,
-    small enough to train several fold models on 2 CPU cores in a minute."""
-    for i, filters in enumerate((16, 32, 64)):
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer="he_normal")(x)
-        if i < 2:
-            x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.layers.Dropout(0.3)(x)
+def _small_cnn(keras, x, width: int = 32):
+    """Blocks of two 3x3 convolutions and a max-pool, doubling the filters, until the map is at
+    most 8 pixels wide (two blocks at 28-32 px); then a 128-unit dense layer on the flattened map.
+
+    The flattened map keeps where things are, which matters for centred items such as clothes or
+    digits: with 500 Fashion-MNIST labels this reaches 83% against 75% for the same convolutions
+    with global average pooling (measured, benchmarks/bench_label.py). Heavy dropout because it is
+    trained on a few hundred images.
+    """
+    filters = width
+    while True:
+        for _ in range(2):
+            x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+        x = keras.layers.MaxPooling2D()(x)
+        if x.shape[1] <= 8 or x.shape[2] <= 8:
+            break
+        filters = min(2 * filters, 128)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.Dense(128, activation="relu", name="embedding")(x)
+    return keras.layers.Dropout(0.5)(x)
 
 
 def _pretrained(keras, x, backbone: str, weights: str | None):

@@ -50,6 +50,7 @@ class JobParams(BaseModel):
     flip: bool | None = None
     folds: int | None = Field(default=None, ge=2, le=10)
     label_steps: int | None = Field(default=None, ge=1)
+    student_steps: int | None = Field(default=None, ge=0)
     neighbours: int | None = Field(default=None, ge=1, le=100)
     batch_size: int | None = Field(default=None, ge=1)
     patience: int | None = Field(default=None, ge=1)

@@ -47,21 +47,41 @@ def class_threshold(confidences: np.ndarray, target: float) -> float:
     return float(ordered[ok[-1]])
 
 
-def label_issues(probs: np.ndarray, given: np.ndarray) -> list[tuple[int, int, float]]:
-    """Confident learning (Northcutt et al., 2021), "confident joint" off-diagonals.
-
-    Per class j the threshold t_j is the mean out-of-fold probability of j over items labelled j;
-    an item labelled y whose most likely class among those above their thresholds is k ≠ y is an
-    issue. Returns ``(row, suggested_class, score)`` with score = p_k - p_y (higher is surer).
-    """
+def confident_joint_issues(probs: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """Confident learning (Northcutt et al., 2021), the "confident joint" off-diagonals: a mask of
+    the items whose most likely class, among the classes whose probability reaches that class's
+    threshold (its mean out-of-fold probability over items labelled with it), is not the given one."""
     n_classes = probs.shape[1]
     thresholds = np.array([probs[given == j, j].mean() if (given == j).any() else 1.0 for j in range(n_classes)])
-    issues = []
-    for i, y in enumerate(given):
-        above = np.nonzero(probs[i] >= thresholds)[0]
-        if not len(above):
-            continue
-        k = int(above[np.argmax(probs[i, above])])
-        if k != y:
-            issues.append((i, k, float(probs[i, k] - probs[i, y])))
-    return sorted(issues, key=lambda t: -t[2])
+    above = probs >= thresholds
+    likely = np.where(above, probs, -1.0).argmax(axis=1)
+    return above.any(axis=1) & (likely != given)
+
+
+def label_issues(probs: np.ndarray, given: np.ndarray) -> list[tuple[int, int, float]]:
+    """Seed labels that are probably wrong: ``(row, suggested_class, score)``, surest first.
+
+    ``probs`` are out-of-fold probabilities. The confident joint (above) finds the candidates and
+    its count estimates the noise rate e. The probabilities are then recalibrated by a temperature
+    fitted on the seeds it did *not* flag (a temperature fitted on all seeds absorbs the label
+    noise and flattens every prediction), and ``score`` is the posterior that the given label y
+    is wrong when wrong labels are spread evenly over the other classes:
+        P(wrong) = e/(C-1)·(1 - p_y) / (e/(C-1)·(1 - p_y) + (1 - e)·p_y).
+    An item is an issue when that posterior exceeds one half and the model prefers another class.
+    On Fashion-MNIST with 10% of 500 seeds flipped this reaches F1 0.69 where the confident joint
+    alone reaches 0.54 on the same probabilities (benchmarks/bench_label.py).
+    """
+    n, n_classes = probs.shape
+    candidates = confident_joint_issues(probs, given)
+    if not candidates.any():
+        return []
+    noise = candidates.mean()
+    log_probs = np.log(np.clip(probs, 1e-12, 1.0))
+    clean = ~candidates
+    p = softmax(log_probs, fit_temperature(log_probs[clean], given[clean])) if clean.any() else probs
+    p_given = p[np.arange(n), given]
+    wrong = noise / max(n_classes - 1, 1) * (1.0 - p_given)
+    posterior = wrong / np.maximum(wrong + (1.0 - noise) * p_given, 1e-300)
+    suggested = p.argmax(axis=1)
+    rows = np.nonzero((posterior > 0.5) & (suggested != given))[0]
+    return sorted(((int(i), int(suggested[i]), float(posterior[i])) for i in rows), key=lambda t: -t[2])

@@ -2,19 +2,21 @@
 only what meets the target precision, queue the rest for review, flag seed labels that look wrong.
 
 Method (chosen by measurement, see benchmarks/bench_label.py): k-fold cross-fitting over the human
-labels of an ensemble of three views —
-  1. a small CNN trained on the fold's seeds,
-  2. label spreading (Zhou et al., 2004; scikit-learn's kNN ``LabelSpreading``) over the pixels,
-  3. label spreading over the CNN's learned embedding (graph-based propagation on deep features,
-     in the spirit of Iscen et al., 2019, "Label Propagation for Deep Semi-supervised Learning"),
-whose class probabilities are averaged. The views err differently (on digits with 10 seeds per
-class: 92%, 94% and 96% alone, 97.5% together). Every seed gets an out-of-fold prediction from the
-fold that held it out (to fit the temperature, measure calibration and find label issues); the
-unlabelled items are predicted by the same ensemble refit on all seeds (with few seeds, losing a
-fifth of them costs more than a fold average gains). Fold models see fewer seeds than the refit,
-so the calibration errs on the cautious side. Per-class acceptance thresholds come from the
-calibrated confidences.
-Self-training rounds (pseudo-labelling) were tried and lowered accuracy here, so they are not used.
+labels. In each fold,
+  1. a teacher averages three views learnt from the fold's seeds: a small CNN, label spreading
+     (Zhou et al., 2004; scikit-learn's kNN ``LabelSpreading``) over the pixels, and label
+     spreading over the CNN's embedding (graph propagation on deep features, in the spirit of
+     Iscen et al., 2019, "Label Propagation for Deep Semi-supervised Learning");
+  2. a student CNN, trained with augmentation and dropout on the fold's seeds plus the teacher's
+     labels for every other item (one round of Noisy Student, Xie et al., 2020);
+and the fold predicts with the mean of teacher and student. On Fashion-MNIST with 50 seeds per
+class the teacher alone reaches about 83.6% and teacher plus student 85%.
+Every seed gets an out-of-fold prediction from the fold that held it out; the temperature
+(Guo et al., 2017), the calibration error and the label issues come from those. The unlabelled
+items get the geometric mean of the k folds' predictions: unlike the arithmetic mean it keeps the
+sharpness of one fold model, so the temperature fitted on single-fold predictions still fits
+(the arithmetic mean left confidences too low: coverage 0.74 instead of 0.87 on digits at the
+same precision). Per-class acceptance thresholds come from the calibrated confidences.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ ISSUE_FIELDS = ["file_name", "given_label", "suggested_label", "score"]
 MIN_SEEDS_TO_ACCEPT = 5
 
 
-def _epochs_for(n: int, batch_size: int, steps: int) -> int:
-    return int(np.clip(np.ceil(steps * batch_size / max(n, 1)), 15, 300))
+def _epochs_for(n: int, batch_size: int, steps: int, low: int = 15, high: int = 300) -> int:
+    return int(np.clip(np.ceil(steps * batch_size / max(n, 1)), low, high))
 
 
 def _spread(features: np.ndarray, labels: np.ndarray, n_classes: int, neighbours: int) -> np.ndarray:
@@ -61,7 +63,7 @@ def _spread(features: np.ndarray, labels: np.ndarray, n_classes: int, neighbours
 
 
 class _Views:
-    """Trains one fold's CNN and combines its three views into class probabilities."""
+    """One fold's teacher (a CNN and two label spreadings) and its student."""
 
     def __init__(self, x_all: np.ndarray, n_classes: int, params: dict, seed: int) -> None:
         self.x_all, self.n_classes, self.seed = x_all, n_classes, seed
@@ -69,15 +71,25 @@ class _Views:
         self.backbone = params.get("backbone", "small")
         self.weights = params.get("weights")
         self.steps = int(params.get("label_steps", 1000))
+        self.student_steps = int(params.get("student_steps", 600))
         self.neighbours = int(params.get("neighbours", 7))
         self.flip = bool(params.get("flip", False))
 
+    def _model(self, seed: int):
+        return cnn.build_model(self.x_all.shape[1:], self.n_classes, backbone=self.backbone,
+                               weights=self.weights, flip=self.flip, seed=seed)
+
     def fold(self, train_rows: np.ndarray, train_y: np.ndarray, fold: int) -> np.ndarray:
         """Probabilities for every item, learning only from ``train_rows`` (indices into x_all)."""
+        teacher = self.teacher(train_rows, train_y, fold)
+        if self.student_steps <= 0:
+            return teacher
+        return (teacher + self.student(train_rows, train_y, teacher, fold)) / 2
+
+    def teacher(self, train_rows: np.ndarray, train_y: np.ndarray, fold: int) -> np.ndarray:
         import keras
 
-        model = cnn.build_model(self.x_all.shape[1:], self.n_classes, backbone=self.backbone,
-                                weights=self.weights, flip=self.flip, seed=self.seed + fold)
+        model = self._model(self.seed + fold)
         x_train = self.x_all[train_rows]
         cnn.fit(model, x_train, train_y, epochs=_epochs_for(len(x_train), 32, self.steps), batch_size=32)
         embedder = keras.Model(model.inputs, model.get_layer("logits").input)
@@ -90,6 +102,23 @@ class _Views:
         views = [cnn.softmax(logits), _spread(self.pixels, labels, self.n_classes, self.neighbours),
                  _spread(embedding, labels, self.n_classes, self.neighbours)]
         return np.mean(views, axis=0)
+
+    def student(self, train_rows: np.ndarray, train_y: np.ndarray, teacher: np.ndarray, fold: int) -> np.ndarray:
+        """A fresh CNN trained with augmentation and dropout on the fold's seeds plus the teacher's
+        hard labels for every other item (held-out seeds included, so their predictions stay out
+        of fold). The seeds are weighted up to count a quarter as much as the pseudo-labels in
+        total. Labelling all items beat labelling only the surest half (85% against 83% on
+        Fashion-MNIST with 50 seeds per class)."""
+        others = np.ones(len(self.x_all), dtype=bool)
+        others[train_rows] = False
+        x = np.concatenate([self.x_all[train_rows], self.x_all[others]])
+        y = np.concatenate([train_y, teacher[others].argmax(axis=1)])
+        weight = np.ones(len(x), dtype=np.float32)
+        weight[: len(train_rows)] = max(1.0, others.sum() / len(train_rows) / 4)
+        model = self._model(self.seed + 100 + fold)
+        cnn.fit(model, x, y, epochs=_epochs_for(len(x), 128, self.student_steps, low=3, high=30), batch_size=128,
+                sample_weight=weight)
+        return cnn.softmax(cnn.predict_logits(model, self.x_all))
 
 
 def _review_order(confidence: np.ndarray, predicted: np.ndarray, seeds_per_class: np.ndarray) -> np.ndarray:
@@ -141,13 +170,14 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     seed_rows = np.array([position[n] for n in seed_names], dtype=int)
     rest_rows = np.array([position[n] for n in rest_names], dtype=int)
     oof_mix = np.zeros((len(seed_names), len(classes)))
+    rest_log = np.zeros((len(rest_names), len(classes)))
     for f, (train_idx, held_idx) in enumerate(folds):
-        oof_mix[held_idx] = views.fold(seed_rows[train_idx], y_seed[train_idx], f)[seed_rows[held_idx]]
+        probs = views.fold(seed_rows[train_idx], y_seed[train_idx], f)
+        oof_mix[held_idx] = probs[seed_rows[held_idx]]
+        rest_log += _log(probs[rest_rows]) / k
         if progress:
-            progress((f + 1) / (k + 1), f"fold {f + 1}/{k}")
-    rest_mix = views.fold(seed_rows, y_seed, k)[rest_rows]
-
-    oof_log, rest_log = np.log(np.clip(oof_mix, 1e-12, 1)), np.log(np.clip(rest_mix, 1e-12, 1))
+            progress((f + 1) / k, f"fold {f + 1}/{k}")
+    oof_log = _log(oof_mix)
     temperature = fit_temperature(oof_log, y_seed)
     oof_probs = cnn.softmax(oof_log, temperature)
     rest_probs = cnn.softmax(rest_log, temperature)
@@ -246,6 +276,10 @@ def _stratified_folds(y: np.ndarray, k: int, seed: int):
         idx = rng.permutation(np.nonzero(y == c)[0])
         fold_of[idx] = (np.arange(len(idx)) + rng.integers(k)) % k
     return [(np.nonzero(fold_of != f)[0], np.nonzero(fold_of == f)[0]) for f in range(k)]
+
+
+def _log(probs: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(probs, 1e-12, 1.0))
 
 
 def _finite(value: float) -> float | None:
