@@ -89,7 +89,7 @@ def scenario(name: str, images, labels, per_class: int, flip_fraction: float, pa
 
 
 def peers(name, x_seed, y_seed, x_rest, truth, seed_names, flipped_names, params, rows) -> None:
-    from labelwright.labeler.calibration import label_issues
+    from labelwright.labeler.calibration import confident_joint_issues
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_predict
     from sklearn.semi_supervised import LabelSpreading
@@ -116,7 +116,7 @@ def peers(name, x_seed, y_seed, x_rest, truth, seed_names, flipped_names, params
         started = time.perf_counter()
         oof = cross_val_predict(LogisticRegression(max_iter=2000, C=0.1), flat_seed, y_seed, cv=5,
                                 method="predict_proba")
-        flagged = {seed_names[i] for i, _, _ in label_issues(oof, y_seed)}
+        flagged = {seed_names[i] for i in np.nonzero(confident_joint_issues(oof, y_seed))[0]}
         rows.append({"scenario": name, "method": "confident learning on OOF logistic regression",
                      "seconds": time.perf_counter() - started, **issue_scores(flagged, flipped_names)})
 

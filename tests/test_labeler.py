@@ -9,7 +9,13 @@ from labelwright.core.cnn import softmax
 from labelwright.core.pipeline import StageError
 from labelwright.core.runner import LocalRun
 from labelwright.core.settings import Settings
-from labelwright.labeler.calibration import class_threshold, clopper_pearson_upper, fit_temperature, label_issues
+from labelwright.labeler.calibration import (
+    acceptance_thresholds,
+    class_threshold,
+    clopper_pearson_upper,
+    fit_temperature,
+    label_issues,
+)
 
 
 def test_temperature_scaling_recovers_an_overconfident_model():
@@ -31,6 +37,31 @@ def test_threshold_meets_the_target_on_calibrated_confidences():
     assert correct[accepted].mean() >= 0.94
     assert accepted.mean() == pytest.approx(0.2, abs=0.02), "mean of U(0.5, 1) above t is 0.95 at t = 0.9"
     assert class_threshold(np.array([0.5, 0.6]), 0.98) == float("inf")
+
+
+def test_thresholds_tighten_when_held_out_seeds_miss_the_target():
+    rng = np.random.default_rng(2)
+    confidence = rng.uniform(0.9, 1.0, 5000)
+    predicted = rng.integers(0, 2, 5000)
+    held_confidence = np.full(100, 0.995)
+    held_predicted = np.repeat([0, 1], 50)
+    eligible = np.array([True, True])
+    honest = held_predicted.copy()
+    honest[0] = 1  # 1 error in 100 accepted: within a 0.98 target
+    thresholds, effective = acceptance_thresholds(confidence, predicted, held_confidence, held_predicted,
+                                                  honest, eligible, 0.98)
+    assert effective == 0.98 and thresholds.max() < 0.97
+    overconfident = held_predicted.copy()
+    overconfident[:6] = 1  # 6 errors among the seeds accepted at 0.995
+    held_confidence[:50] = np.linspace(0.96, 0.999, 50)
+    thresholds, effective = acceptance_thresholds(confidence, predicted, held_confidence, held_predicted,
+                                                  overconfident, eligible, 0.98)
+    accepted = held_confidence >= thresholds[held_predicted]
+    assert effective > 0.98
+    assert (held_predicted[accepted] != overconfident[accepted]).sum() <= 0.02 * accepted.sum()
+    thresholds, _ = acceptance_thresholds(confidence, predicted, held_confidence, held_predicted, honest,
+                                          np.array([True, False]), 0.98)
+    assert thresholds[1] == float("inf")
 
 
 def test_clopper_pearson_upper_bound():
@@ -75,6 +106,30 @@ def test_stage_labels_everything_keeps_seeds_and_never_accepts_thin_classes(tmp_
         range(1, len(review) + 1))
     for name in ("coverage", "estimated_precision", "error_rate_upper_95", "expected_calibration_error"):
         assert name in summary
+
+
+@pytest.mark.slow
+def test_accepted_labels_meet_the_target_and_a_flipped_seed_is_flagged(tmp_path, digits_dir):
+    """True labels of the unlabelled digits are known (file digit_<i>.png is scikit-learn's item i)."""
+    import shutil
+
+    from sklearn.datasets import load_digits
+
+    source = tmp_path / "in"
+    shutil.copytree(digits_dir, source)
+    wrong = sorted((source / "3").iterdir())[0]
+    (source / "8").mkdir(exist_ok=True)
+    wrong.rename(source / "8" / wrong.name)  # a 3 labelled as 8
+    store = _label(tmp_path, source, {"label_steps": 150, "student_steps": 60, "image_size": 16})
+    truth = load_digits().target
+    accepted = [r for r in store.get_csv("labels.csv") if r["source"] == "model" and r["status"] == "accepted"]
+    correct = [int(r["label"]) == truth[int(r["file_name"][-8:-4])] for r in accepted]
+    assert len(accepted) >= 60, "at least a third of the 207 unlabelled digits is auto-accepted"
+    assert np.mean(correct) >= 0.95, "target 0.98; a few points of slack for 207 items"
+    issues = {r["file_name"]: r for r in store.get_csv("label/label_issues.csv")}
+    flagged = issues[f"8/{wrong.name}"]
+    assert flagged["given_label"] == "8" and flagged["suggested_label"] == "3" and float(flagged["score"]) > 0.5
+    assert len(issues) <= 5, "a handful of flags among 100 seeds, not a flood"
 
 
 @pytest.mark.slow

@@ -47,6 +47,28 @@ def class_threshold(confidences: np.ndarray, target: float) -> float:
     return float(ordered[ok[-1]])
 
 
+def acceptance_thresholds(confidence: np.ndarray, predicted: np.ndarray, held_confidence: np.ndarray,
+                          held_predicted: np.ndarray, held_truth: np.ndarray, eligible: np.ndarray,
+                          target: float, rounds: int = 8) -> tuple[np.ndarray, float]:
+    """Per-class thresholds (``inf`` for classes not ``eligible``) for the unlabelled items'
+    calibrated ``confidence``, and the precision they were chosen for.
+
+    The thresholds must also hold on the held-out seeds (their out-of-fold ``held_*``
+    predictions): while the seeds they would accept hold more errors than ``target`` allows, the
+    thresholds are chosen again for a stricter estimated precision (half the allowed error). With
+    few seeds the calibration is least sure at the top, which is where acceptance happens.
+    """
+    effective = target
+    for _ in range(rounds):
+        thresholds = np.array([class_threshold(confidence[predicted == c], effective) if ok else float("inf")
+                               for c, ok in enumerate(eligible)])
+        accepted = held_confidence >= thresholds[held_predicted]
+        if (held_predicted[accepted] != held_truth[accepted]).sum() <= (1 - target) * accepted.sum():
+            break
+        effective = 1 - (1 - effective) / 2
+    return thresholds, effective
+
+
 def confident_joint_issues(probs: np.ndarray, given: np.ndarray) -> np.ndarray:
     """Confident learning (Northcutt et al., 2021), the "confident joint" off-diagonals: a mask of
     the items whose most likely class, among the classes whose probability reaches that class's

@@ -33,7 +33,7 @@ from labelwright.core.settings import Settings
 from labelwright.core.storage import Store, read_csv_bytes
 
 from .calibration import (
-    class_threshold,
+    acceptance_thresholds,
     clopper_pearson_upper,
     fit_temperature,
     label_issues,
@@ -183,19 +183,19 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     rest_probs = cnn.softmax(rest_log, temperature)
     predicted, confidence = rest_probs.argmax(axis=1), rest_probs.max(axis=1)
 
-    thresholds, warnings = {}, []
-    for c, name in enumerate(classes):
-        if seeds_per_class[c] < MIN_SEEDS_TO_ACCEPT:
-            thresholds[name] = float("inf")
-            warnings.append(f"class {name!r} has only {seeds_per_class[c]} seed labels "
-                            f"(fewer than {MIN_SEEDS_TO_ACCEPT}): none of its predictions is auto-accepted")
-        else:
-            thresholds[name] = class_threshold(confidence[predicted == c], target)
-    threshold_of = np.array([thresholds[c] for c in classes])
+    warnings = [f"class {name!r} has only {seeds_per_class[c]} seed labels (fewer than {MIN_SEEDS_TO_ACCEPT}): "
+                "none of its predictions is auto-accepted"
+                for c, name in enumerate(classes) if seeds_per_class[c] < MIN_SEEDS_TO_ACCEPT]
+    oof_pred, oof_conf = oof_probs.argmax(axis=1), oof_probs.max(axis=1)
+    eligible = seeds_per_class >= MIN_SEEDS_TO_ACCEPT
+    threshold_of, effective = acceptance_thresholds(confidence, predicted, oof_conf, oof_pred, y_seed, eligible, target)
+    oof_accepted = oof_conf >= threshold_of[oof_pred]
+    if effective > target:
+        warnings.append(f"held-out seeds disagreed with the calibrated confidences, so auto-acceptance "
+                        f"asks for an estimated precision of {effective:.4f} instead of {target}")
+    thresholds = dict(zip(classes, threshold_of.tolist(), strict=True))
     accepted = confidence >= threshold_of[predicted] if len(predicted) else np.zeros(0, dtype=bool)
 
-    oof_pred, oof_conf = oof_probs.argmax(axis=1), oof_probs.max(axis=1)
-    oof_accepted = oof_conf >= threshold_of[oof_pred]
     per_class = {}
     for c, name in enumerate(classes):
         mine = predicted == c
@@ -234,10 +234,13 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     n_accepted = int(accepted.sum())
     summary = {
         "target_precision": target,
-        "method": f"{k}-fold cross-fitted ensemble of a {views.backbone} CNN and label spreading over pixels "
-                  "and over the CNN embedding; temperature scaling; per-class thresholds",
+        "method": f"{k}-fold cross-fitting; per fold a teacher ({views.backbone} CNN, label spreading over "
+                  "pixels and over the CNN embedding) and a student CNN trained on the teacher's labels"
+                  f"{'' if views.student_steps > 0 else ' (off)'}; geometric mean over folds; temperature "
+                  "scaling; per-class thresholds",
         "classes": classes,
         "thresholds": {c: _finite(t) for c, t in thresholds.items()},
+        "effective_target_precision": effective,
         "temperature": temperature,
         "seed_labels": len(seed_names),
         "review_labels": sum(1 for v in human.values() if v[1] == "review"),
