@@ -61,9 +61,10 @@ def run_labelwright(folder: Path, work: Path, params: dict) -> tuple[LocalRun, f
     return run, time.perf_counter() - started
 
 
-def scenario(name: str, images, labels, per_class: int, flip_fraction: float, params: dict, rows: list) -> None:
-    seeds = choose_seeds(labels, per_class)
-    flipped = flip(labels, seeds, flip_fraction) if flip_fraction else {}
+def scenario(name: str, images, labels, per_class: int, flip_fraction: float, params: dict, rows: list,
+             sample: int = 0) -> None:
+    seeds = choose_seeds(labels, per_class, sample)
+    flipped = flip(labels, seeds, flip_fraction, sample) if flip_fraction else {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "in"
         truth_by_name = write_image_folder(folder, images, labels, seeds, flipped)
@@ -140,6 +141,7 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=["digits", "fashion50", "fashion10", "flipped"])
     parser.add_argument("--limit", type=int, default=10_000, help="Fashion-MNIST sample size")
     parser.add_argument("--param", action="append", default=[], help="label stage parameter KEY=VALUE")
+    parser.add_argument("--sample", type=int, default=0, help="which random sample and seeds (0: the table's)")
     args = parser.parse_args()
     params = {"target_precision": TARGET, "image_size": 28}
     for item in args.param:
@@ -149,16 +151,16 @@ def main() -> None:
     rows: list[dict] = []
     if "digits" in wanted:
         images, labels = digits()
-        scenario("digits, 10 seeds/class", images, labels, 10, 0.0, params, rows)
+        scenario("digits, 10 seeds/class", images, labels, 10, 0.0, params, rows, args.sample)
         print_table(rows)
     if {"fashion50", "fashion10", "flipped"} & set(wanted):
-        images, labels = fashion(args.limit)
+        images, labels = fashion(args.limit, args.sample)
         for key, name, per_class, fraction in (
                 ("fashion50", f"Fashion-MNIST {args.limit}, 50 seeds/class", 50, 0.0),
                 ("fashion10", f"Fashion-MNIST {args.limit}, 10 seeds/class", 10, 0.0),
                 ("flipped", f"Fashion-MNIST {args.limit}, 50 seeds/class, 10% flipped", 50, 0.1)):
             if key in wanted:
-                scenario(name, images, labels, per_class, fraction, params, rows)
+                scenario(name, images, labels, per_class, fraction, params, rows, args.sample)
                 print_table(rows)
     print("\nfinal table")
     print_table(rows)

@@ -116,7 +116,7 @@ class _Views:
         weight = np.ones(len(x), dtype=np.float32)
         weight[: len(train_rows)] = max(1.0, others.sum() / len(train_rows) / 4)
         model = self._model(self.seed + 100 + fold)
-        cnn.fit(model, x, y, epochs=_epochs_for(len(x), 128, self.student_steps, low=3, high=30), batch_size=128,
+        cnn.fit(model, x, y, epochs=_epochs_for(len(x), 128, self.student_steps, low=1, high=30), batch_size=128,
                 sample_weight=weight)
         return cnn.softmax(cnn.predict_logits(model, self.x_all))
 
