@@ -39,9 +39,10 @@ def _small_cnn(keras, x, width: int = 32):
     most 8 pixels wide (two blocks at 28-32 px); then a 128-unit dense layer on the flattened map.
 
     The flattened map keeps where things are, which matters for centred items such as clothes or
-    digits: with 500 Fashion-MNIST labels this reaches 83% against 75% for the same convolutions
-    with global average pooling (measured, benchmarks/bench_label.py). Heavy dropout because it is
-    trained on a few hundred images.
+    digits: trained on 500 Fashion-MNIST labels for 64 epochs it reached 83% on the other 9,500
+    items of a sample against 75% for the previous network, which averaged the map away (and the
+    seed-only CNN row of benchmarks/bench_label.py went from 0.62 to 0.81). Heavy dropout because
+    it is trained on a few hundred images.
     """
     filters = width
     while True:

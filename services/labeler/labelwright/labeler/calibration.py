@@ -9,6 +9,11 @@ from scipy.optimize import minimize_scalar
 from scipy.stats import beta
 
 
+def log_probabilities(probs: np.ndarray) -> np.ndarray:
+    """``log(probs)``, with zeros (label spreading leaves some) floored at 1e-12 instead of -inf."""
+    return np.log(np.clip(probs, 1e-12, 1.0))
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """Temperature scaling (Guo et al., 2017): the T > 0 minimising the NLL of softmax(logits / T)."""
     if not len(labels):
@@ -16,7 +21,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
     def nll(log_t: float) -> float:
         p = softmax(logits, float(np.exp(log_t)))
-        return float(-np.mean(np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, 1.0))))
+        return float(-np.mean(log_probabilities(p[np.arange(len(labels)), labels])))
 
     result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(result.x))
@@ -99,7 +104,7 @@ def label_issues(probs: np.ndarray, given: np.ndarray) -> list[tuple[int, int, f
     if not candidates.any():
         return []
     noise = candidates.mean()
-    log_probs = np.log(np.clip(probs, 1e-12, 1.0))
+    log_probs = log_probabilities(probs)
     clean = ~candidates
     p = softmax(log_probs, fit_temperature(log_probs[clean], given[clean])) if clean.any() else probs
     p_given = p[np.arange(n), given]
