@@ -194,7 +194,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.tune:
         files, family = make_set(args.families, args.distinct, seed=101)
-        sweep(files, family, (0.95, 0.96, 0.965, 0.97, 0.975, 0.98, 0.985, 0.99), "tuning set")
+        sweep(files, family, (0.97, 0.975, 0.978, 0.98, 0.982, 0.984, 0.986, 0.99), "tuning set")
     files, family = make_set(args.families, args.distinct, seed=7)
     sweep(files, family, (args.threshold,), "benchmark set")
     with tempfile.TemporaryDirectory() as tmp:

@@ -98,8 +98,7 @@ def services(folder: Path, work: Path, replicas: int, store_root: Path) -> float
         os.sync()  # the upload's writes reach the disk before the clock starts
         wait_until_idle()
         job = client.http.post("/v1/jobs", json={"dataset_id": dataset["id"],
-                                                 "params": {"until": "preprocess", "image_size": SIZE,
-                                                            "shard_size": 2500}}).json()
+                                                 "params": {"until": "preprocess", "image_size": SIZE}}).json()
         started = time.perf_counter()
         job = client.wait(job["id"], timeout=3600, poll=0.2)
         assert job["status"] == "succeeded", job
