@@ -50,6 +50,9 @@ MARGINS = np.arange(0.0, 5.01, 1.0)
 """Crop margins (pixels of the 32-pixel frame, per side) the alignment searches."""
 SOFTEN = 0.75
 """Extra blur (pixels) for comparing an image with a softer copy of it."""
+PROFILE_MIN = 0.92
+"""Mean correlation of the row and column profiles, at their best crop, below which a pair is not
+scored further."""
 PROFILE_TIE = 0.002
 """Profile correlations (summed over both axes) closer than this do not decide which image of a
 pair is the crop."""
@@ -263,18 +266,24 @@ class Aligner:
         kx2, cx2 = self._best_span(0, b, a)
         ky2, cy2 = self._best_span(1, b, a)
         forward = cx + cy >= cx2 + cy2
-        out = self._detail(np.where(forward, a, b), np.where(forward, b, a),
-                           np.where(forward, kx, kx2), np.where(forward, ky, ky2))
-        tied = np.abs(cx + cy - cx2 - cy2) < PROFILE_TIE
-        if tied.any():
-            f, t = forward[tied], tied
+        # pairs whose profiles do not match under any crop are not copies: no detail to compare
+        # (a quarter of the candidates among 20,000 Fashion-MNIST items; no accepted benchmark pair)
+        out = np.zeros(len(a), np.float32)
+        s = np.maximum(cx + cy, cx2 + cy2) >= 2 * PROFILE_MIN
+        f = forward[s]
+        out[s] = self._detail(np.where(f, a[s], b[s]), np.where(f, b[s], a[s]),
+                              np.where(f, kx[s], kx2[s]), np.where(f, ky[s], ky2[s]))
+        t = s & (np.abs(cx + cy - cx2 - cy2) < PROFILE_TIE)
+        if t.any():
+            f = forward[t]
             other = self._detail(np.where(f, b[t], a[t]), np.where(f, a[t], b[t]),
                                  np.where(f, kx2[t], kx[t]), np.where(f, ky2[t], ky[t]))
-            out[tied] = np.maximum(out[tied], other)
+            out[t] = np.maximum(out[t], other)
         return out
 
     def score(self, pairs: np.ndarray, chunk: int = 1024) -> np.ndarray:
-        """The detail correlation of each pair after alignment (at most 1)."""
+        """The detail correlation of each pair after alignment (at most 1; 0 for pairs whose
+        profiles do not match)."""
         out = np.empty(len(pairs), np.float32)
 
         def work(part: slice) -> None:
