@@ -96,6 +96,13 @@ def test_phashes_are_the_ones_imagehash_computes():
     assert phashes(grey_frames(frames)) == expected
 
 
+def test_pictures_whose_profiles_share_nothing_are_not_duplicates():
+    # every candidate pair fails the profile check, so no detail is compared at all
+    ramp = np.tile(np.linspace(0, 255, 32), (32, 1)).astype(np.uint8)
+    frames = grey_frames([ramp, ramp.T])
+    assert cluster(["a", "b"], frames) == [(0, ""), (1, "")]
+
+
 def test_near_duplicates_survive_reencoding_crops_and_brightness_but_distinct_pictures_stay_apart():
     regions = _regions()
     shapes = [digit(i).resize((32, 32), Image.Resampling.BICUBIC) for i in (0, 1, 2)]

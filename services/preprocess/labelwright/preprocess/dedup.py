@@ -287,6 +287,8 @@ class Aligner:
         # (a quarter of the candidates among 20,000 Fashion-MNIST items; no accepted benchmark pair)
         out = np.zeros(len(a), np.float32)
         s = np.maximum(cx + cy, cx2 + cy2) >= 2 * PROFILE_MIN
+        if not s.any():
+            return out
         f = forward[s]
         out[s] = self._detail(np.where(f, a[s], b[s]), np.where(f, b[s], a[s]),
                               np.where(f, kx[s], kx2[s]), np.where(f, ky[s], ky2[s]))
