@@ -244,7 +244,9 @@ class Aligner:
         """Norm of every centred crop of every profile: (items, spans)."""
         cropped = (profiles @ self.stacked.T).reshape(len(profiles), len(self.matrices), FRAME)
         centred = cropped - cropped.mean(axis=2, keepdims=True)
-        return np.sqrt(np.einsum("nsp,nsp->ns", centred, centred)) + 1e-6
+        # floored at 0.1 grey level: a flat profile has no shape to correlate, and dividing by
+        # its rounding noise made correlations of several units
+        return np.sqrt(np.einsum("nsp,nsp->ns", centred, centred)) + 0.1
 
     def _best_span(self, axis: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The crop span of ``a``'s profile that best matches ``b``'s whole profile, and that
