@@ -103,9 +103,11 @@ def services(folder: Path, work: Path, replicas: int, store_root: Path) -> float
         job = client.wait(job["id"], timeout=3600, poll=0.2)
         assert job["status"] == "succeeded", job
         seconds = time.perf_counter() - started
-        stage = FileStore(store_root / "store").get_json(f"jobs/{job['id']}/summary.json")["stages"]["preprocess"]
+        store = FileStore(store_root / "store")
+        stage = store.get_json(f"jobs/{job['id']}/summary.json")["stages"]["preprocess"]
+        search = store.get_json(f"jobs/{job['id']}/preprocess/summary.json")["duplicate_search_seconds"]
         print(f"{replicas} replica(s): {seconds:.1f} s; shards {stage.get('shard_seconds')} s, "
-              f"merge {stage.get('seconds')} s", flush=True)
+              f"merge {stage.get('seconds')} s (duplicate search {search} s)", flush=True)
         return seconds
 
 

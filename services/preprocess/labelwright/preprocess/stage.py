@@ -135,7 +135,9 @@ def _merge(task: Task, store: Store, settings: Settings, part: Part, started: fl
         raise StageError(f"no usable image among {len(rejected)} files (see preprocess/rejected.csv)")
 
     threshold = task.params.get("near_duplicate_threshold", DEFAULT_THRESHOLD)
+    searching = time.perf_counter()
     clusters = cluster([r["pixel_hash"] for r in records], frames, threshold if threshold <= 1 else None, boxed)
+    search_seconds = time.perf_counter() - searching
     duplicates, labels_in_group = [], defaultdict(set)
     for record, (group, kind) in zip(records, clusters, strict=True):
         record["group_id"] = f"g{group:06d}"
@@ -164,6 +166,7 @@ def _merge(task: Task, store: Store, settings: Settings, part: Part, started: fl
         "image_size": int(task.params.get("image_size", settings.image_size)),
         "shards": int(task.params.get("merge_shards", 1)),
         "seconds": round(time.perf_counter() - started, 3),
+        "duplicate_search_seconds": round(search_seconds, 3),
     }
     outputs = {
         "manifest": store.put_csv(f"{base}manifest.csv", MANIFEST_FIELDS, records),
