@@ -60,7 +60,6 @@ scored further."""
 PROFILE_TIE = 0.002
 """Profile correlations (summed over both axes) closer than this do not decide which image of a
 pair is the crop."""
-"""Extra blur (pixels) for comparing an image with a softer copy of it."""
 
 
 class UnionFind:
