@@ -220,17 +220,17 @@ class Aligner:
     the other."""
 
     def __init__(self, frames: np.ndarray) -> None:
-        n, spans = len(frames), len(MARGINS) ** 2
+        n = len(frames)
         self.matrices = _resampling_matrices()
         self.stacked = self.matrices.reshape(-1, FRAME)
         self.soft = _blur_matrix(SOFTEN)
         # the same crops, then softened: G @ (M @ x @ M.T) @ G.T == (G @ M) @ x @ (G @ M).T
         self.soft_matrices = np.matmul(self.soft, self.matrices)
         # per item only the detail itself (4 KB); its unit and softened forms are made per pair,
-        # which keeps the merge at 0.4 GB for 100,000 images instead of 1.2 GB
+        # which keeps these arrays at 0.4 GB for 100,000 images instead of 1.2 GB
         self.band = np.empty((n, FRAME, FRAME), np.float32)
         self.profiles = (np.empty((n, FRAME), np.float32), np.empty((n, FRAME), np.float32))  # columns, rows
-        self.norms = (np.empty((n, spans), np.float32), np.empty((n, spans), np.float32))
+        self.norms = (np.empty((n, len(self.matrices)), np.float32), np.empty((n, len(self.matrices)), np.float32))
 
         def features(items: slice) -> None:
             x = frames[items].astype(np.float32)
@@ -241,9 +241,13 @@ class Aligner:
 
         _in_threads(features, n, 2048)
 
+    def _crops(self, profiles: np.ndarray) -> np.ndarray:
+        """Every crop span of every profile, stretched back to full length: (items, spans, FRAME)."""
+        return (profiles @ self.stacked.T).reshape(len(profiles), len(self.matrices), FRAME)
+
     def _span_norms(self, profiles: np.ndarray) -> np.ndarray:
         """Norm of every centred crop of every profile: (items, spans)."""
-        cropped = (profiles @ self.stacked.T).reshape(len(profiles), len(self.matrices), FRAME)
+        cropped = self._crops(profiles)
         centred = cropped - cropped.mean(axis=2, keepdims=True)
         # floored at 0.1 grey level: a flat profile has no shape to correlate, and dividing by
         # its rounding noise made correlations of several units
@@ -253,8 +257,7 @@ class Aligner:
         """The crop span of ``a``'s profile that best matches ``b``'s whole profile, and that
         correlation (``b``'s unit profile is centred, so only the crop's norm needs centring)."""
         profiles, norms = self.profiles[axis], self.norms[axis]
-        cropped = (profiles[a] @ self.stacked.T).reshape(len(a), len(self.matrices), FRAME)
-        dots = np.matmul(cropped, _unit(profiles[b])[:, :, None])[:, :, 0] / norms[a]
+        dots = np.matmul(self._crops(profiles[a]), _unit(profiles[b])[:, :, None])[:, :, 0] / norms[a]
         best = dots.argmax(axis=1)
         return best, dots[np.arange(len(a)), best]
 
@@ -294,21 +297,20 @@ class Aligner:
         kx2, cx2 = self._best_span(0, b, a)
         ky2, cy2 = self._best_span(1, b, a)
         forward = cx + cy >= cx2 + cy2
+        # (cropped image, copy, spans): the better-aligned direction first, the other second
+        first = (np.where(forward, a, b), np.where(forward, b, a),
+                 np.where(forward, kx, kx2), np.where(forward, ky, ky2))
+        second = (first[1], first[0], np.where(forward, kx2, kx), np.where(forward, ky2, ky))
         # pairs whose profiles do not match under any crop are not copies: no detail to compare
         # (a quarter of the candidates among 20,000 Fashion-MNIST items; no accepted benchmark pair)
         out = np.zeros(len(a), np.float32)
         s = np.maximum(cx + cy, cx2 + cy2) >= 2 * PROFILE_MIN
         if not s.any():
             return out
-        f = forward[s]
-        out[s] = self._detail(np.where(f, a[s], b[s]), np.where(f, b[s], a[s]),
-                              np.where(f, kx[s], kx2[s]), np.where(f, ky[s], ky2[s]))
+        out[s] = self._detail(*(x[s] for x in first))
         t = s & (np.abs(cx + cy - cx2 - cy2) < PROFILE_TIE)
         if t.any():
-            f = forward[t]
-            other = self._detail(np.where(f, b[t], a[t]), np.where(f, a[t], b[t]),
-                                 np.where(f, kx2[t], kx[t]), np.where(f, ky2[t], ky[t]))
-            out[t] = np.maximum(out[t], other)
+            out[t] = np.maximum(out[t], self._detail(*(x[t] for x in second)))
         return out
 
     def score(self, pairs: np.ndarray, chunk: int = 1024) -> np.ndarray:
