@@ -29,6 +29,8 @@ class Decoded:
     height: int
     pixel_hash: str
     """Hash of the decoded full-size pixels: equal for the same picture in any container."""
+    original: Image.Image | None = None
+    """The image before resizing (orientation fixed, mode ``L`` or ``RGB``)."""
 
 
 def _sniff(data: bytes) -> str:
@@ -118,4 +120,4 @@ def decode(data: bytes, size: int, max_pixels: int) -> Decoded:
             raise Rejected("decompression bomb: decoding ran out of memory") from None
     digest = hashlib.blake2b(image.mode.encode() + repr(image.size).encode() + image.tobytes(), digest_size=16)
     resized = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return Decoded(resized, fmt, source_mode, *displayed, digest.hexdigest())
+    return Decoded(resized, fmt, source_mode, *displayed, digest.hexdigest(), image)

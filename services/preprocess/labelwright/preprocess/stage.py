@@ -24,7 +24,16 @@ from labelwright.core.settings import Settings
 from labelwright.core.storage import Store, StoreError, read_csv_bytes
 
 from .decode import Rejected, decode
-from .dedup import DEFAULT_THRESHOLD, boxed_thumbnails, cluster, grey_frames, phashes
+from .dedup import (
+    DEFAULT_THRESHOLD,
+    boxed_thumbnails,
+    cluster,
+    grey_frames,
+    join_canvases,
+    native_canvas,
+    native_grey,
+    phashes,
+)
 
 RECORD_FIELDS = ["file_name", "label", "image", "width", "height", "format", "mode", "pixel_hash", "phash"]
 MANIFEST_FIELDS = [*RECORD_FIELDS, "group_id", "duplicate"]
@@ -41,10 +50,17 @@ class Part:
     """Grey 32x32 frames and boxed thumbnails for the duplicate search, made where the images
     are (in the shards, in parallel), so the merge only searches."""
     boxed: np.ndarray | None = None
+    natives: list[np.ndarray | None] = field(default_factory=list)
+    """Small images in grey at their own size (None for larger ones), to compare crops pixel for
+    pixel; at ``add_features`` they become ``canvas`` and ``shapes`` (see ``dedup.native_canvas``)."""
+    canvas: np.ndarray | None = None
+    shapes: np.ndarray | None = None
 
     def add_features(self) -> None:
         self.frames = grey_frames(self.pixels)
         self.boxed = boxed_thumbnails(self.frames)
+        self.canvas, self.shapes = native_canvas(self.natives)
+        self.natives = []
         for record, phash in zip(self.records, phashes(self.frames), strict=True):
             record["phash"] = phash
 
@@ -82,6 +98,7 @@ def _process(task: Task, store: Store, settings: Settings, progress: Progress | 
         store.put(image_key, buffer.getvalue(), "image/png")
         pixels = np.asarray(decoded.image.convert("RGB"), dtype=np.uint8)
         part.pixels.append(pixels)
+        part.natives.append(native_grey(decoded.original))
         part.records.append({
             "file_name": name,
             "label": row.get("label", ""),
@@ -104,7 +121,8 @@ def _write_part(task: Task, store: Store, part: Part) -> StageResult:
         "records": store.put_csv(f"{base}records.csv", RECORD_FIELDS, part.records),
         "rejected": store.put_csv(f"{base}rejected.csv", REJECTED_FIELDS, part.rejected),
         "pixels": save_pixels(store, f"{base}{PIXELS_NAME}", [r["file_name"] for r in part.records], part.pixels),
-        "features": put_arrays(store, f"{base}features.npz", frames=part.frames, boxed=part.boxed),
+        "features": put_arrays(store, f"{base}features.npz", frames=part.frames, boxed=part.boxed,
+                               canvas=part.canvas, shapes=part.shapes),
     }
     counts = {"items": len(part.records) + len(part.rejected), "accepted": len(part.records),
               "rejected": len(part.rejected)}
@@ -112,7 +130,7 @@ def _write_part(task: Task, store: Store, part: Part) -> StageResult:
 
 
 def _read_parts(task: Task, store: Store) -> Part:
-    merged, frames, boxed = Part(), [], []
+    merged, frames, boxed, natives = Part(), [], [], []
     for i in range(int(task.params["merge_shards"])):
         merged.records += store.get_csv(store.key(task.inputs[f"shards.{i}.records"]))
         merged.rejected += store.get_csv(store.key(task.inputs[f"shards.{i}.rejected"]))
@@ -121,7 +139,9 @@ def _read_parts(task: Task, store: Store) -> Part:
         features = read_arrays(store, task.inputs[f"shards.{i}.features"])
         frames.append(features["frames"])
         boxed.append(features["boxed"])
+        natives.append((features["canvas"], features["shapes"]))
     merged.frames, merged.boxed = np.concatenate(frames), np.concatenate(boxed)
+    merged.canvas, merged.shapes = join_canvases(natives)
     return merged
 
 
@@ -130,13 +150,15 @@ def _merge(task: Task, store: Store, settings: Settings, part: Part, started: fl
     records = [part.records[i] for i in order]
     pixels = [part.pixels[i] for i in order]
     frames, boxed = part.frames[order], part.boxed[order]
+    natives = (part.canvas[order], part.shapes[order])
     rejected = sorted(part.rejected, key=lambda r: r["file_name"])
     if not records:
         raise StageError(f"no usable image among {len(rejected)} files (see preprocess/rejected.csv)")
 
     threshold = task.params.get("near_duplicate_threshold", DEFAULT_THRESHOLD)
     searching = time.perf_counter()
-    clusters = cluster([r["pixel_hash"] for r in records], frames, threshold if threshold <= 1 else None, boxed)
+    clusters = cluster([r["pixel_hash"] for r in records], frames, threshold if threshold <= 1 else None, boxed,
+                       natives)
     search_seconds = time.perf_counter() - searching
     duplicates, labels_in_group = [], defaultdict(set)
     for record, (group, kind) in zip(records, clusters, strict=True):
