@@ -160,19 +160,26 @@ TABLE = ("| method | linked pairs | precision | recall | F1 | pairs in clusters 
 
 
 def sweep(files, family, thresholds, native_thresholds, label: str) -> None:
+    """Our thresholds on one set, scored as ``dedup.near_pairs`` does: a candidate pair of the
+    resized frames is accepted by either comparison; a candidate by the central window at the
+    images' own size (small images) only by the comparison at their own size."""
     names = [name for name, _ in files]
     started = time.perf_counter()
     frames = frames_of(files)
     pairs = dedup.candidate_pairs(dedup.thumbnails(frames))
     found = dedup.Aligner(frames).score(pairs)
-    native = dedup.NativeMatcher(*natives_of(files)).score(pairs)
+    matcher = dedup.NativeMatcher(*natives_of(files))
+    more = matcher.candidates()
+    native, more_native = matcher.score(pairs), matcher.score(more)
     seconds = time.perf_counter() - started
-    print(f"\n{label}: {len(files)} files, {len(pairs)} candidate pairs, "
-          f"{sum(family[names[a]] == family[names[b]] for a, b in pairs)} of them true\n\n{TABLE}")
+    print(f"\n{label}: {len(files)} files, {len(pairs)} candidate pairs in the resized frames and {len(more)} by "
+          f"the central window, {sum(family[names[a]] == family[names[b]] for a, b in pairs)} and "
+          f"{sum(family[names[a]] == family[names[b]] for a, b in more)} of them true\n\n{TABLE}")
     for threshold in thresholds:
         for native_threshold in native_thresholds:
-            accepted = (found >= threshold) | (native >= native_threshold)
-            edge, clusters = scores(family, names, pairs[accepted])
+            accepted = np.unique(np.concatenate([pairs[(found >= threshold) | (native >= native_threshold)],
+                                                 more[more_native >= native_threshold]]), axis=0)
+            edge, clusters = scores(family, names, accepted)
             print(f"| labelwright, threshold {threshold:.3f}, own size {native_threshold:.2f} | {cells(*edge)} | "
                   f"{cells(*clusters)} | {seconds:.1f} |")
         edge, clusters = scores(family, names, pairs[found >= threshold])
