@@ -199,8 +199,15 @@ def candidate_pairs(descriptors: Sequence[np.ndarray], neighbours: int = NEIGHBO
         rows = np.repeat(np.arange(n), k)
         found.append(np.stack([rows, index.ravel()], axis=1))
     pairs = np.concatenate(found)
-    pairs = np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1)
+    return _distinct_pairs(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), n)
+
+
+def _distinct_pairs(pairs: np.ndarray, n: int, without: np.ndarray | None = None) -> np.ndarray:
+    """The distinct rows of ``pairs`` (each ``i < j``, indices below ``n``), in order, leaving out
+    those also in ``without``."""
     codes = np.unique(pairs[:, 0] * n + pairs[:, 1])
+    if without is not None:
+        codes = codes[~np.isin(codes, without[:, 0] * n + without[:, 1])]
     return np.stack([codes // n, codes % n], axis=1)
 
 
@@ -225,9 +232,11 @@ def _blur_matrix(sigma: float, size: int = FRAME) -> np.ndarray:
     return gaussian_filter1d(np.eye(size), sigma, axis=0, mode="nearest").astype(np.float32)
 
 
-def _blur(frames: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Rows and columns of each frame blurred: ``G @ frame @ G.T`` (4x faster than filtering)."""
-    return np.matmul(matrix, (frames.reshape(-1, FRAME) @ matrix.T).reshape(frames.shape))
+def _blur(frames: np.ndarray, matrix: np.ndarray, across: np.ndarray | None = None) -> np.ndarray:
+    """Rows and columns of each frame blurred: ``G @ frame @ H.T`` with ``H`` = ``across`` for
+    frames that are not square, else ``G`` (4x faster than filtering)."""
+    across = matrix if across is None else across
+    return np.matmul(matrix, (frames.reshape(-1, frames.shape[-1]) @ across.T).reshape(frames.shape))
 
 
 def _band(frames: np.ndarray) -> np.ndarray:
@@ -361,10 +370,10 @@ def native_grey(image: Image.Image) -> np.ndarray | None:
     return np.asarray(image if image.mode == "L" else image.convert("L"), dtype=np.uint8)
 
 
-def native_canvas(images: Sequence[np.ndarray | None], side: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Small grey images at their own size, stacked top-left in a ``(n, side, side)`` canvas, and
-    their ``(height, width)`` (0, 0 where there is none)."""
-    side = max([side, *(max(a.shape) for a in images if a is not None)])
+def native_canvas(images: Sequence[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Small grey images at their own size, stacked top-left in a ``(n, side, side)`` canvas as
+    wide as the largest of them, and their ``(height, width)`` (0, 0 where there is none)."""
+    side = max((max(a.shape) for a in images if a is not None), default=0)
     canvas = np.zeros((len(images), side, side), np.uint8)
     shapes = np.zeros((len(images), 2), np.int32)
     for i, a in enumerate(images):
@@ -408,7 +417,7 @@ class NativeMatcher:
             h, w = (int(v) for v in shape)
             members = np.nonzero((self.shapes == shape).all(axis=1))[0]
             x = canvas[members, :h, :w].astype(np.float32)
-            blurred = np.matmul(_blur_matrix(1.0, h), (x.reshape(-1, w) @ _blur_matrix(1.0, w).T).reshape(x.shape))
+            blurred = _blur(x, _blur_matrix(1.0, h), _blur_matrix(1.0, w))
             self.detail[members, :h, :w] = ((x - blurred) * 16).astype(np.int16)
             self.profiles[0][members, :h] = x.mean(axis=2)  # rows
             self.profiles[1][members, :w] = x.mean(axis=1)  # columns
@@ -524,11 +533,8 @@ def near_pairs(frames: np.ndarray, threshold: float = DEFAULT_THRESHOLD, neighbo
     # small images: the pairs the resized frames rejected, and the candidates by their central
     # window (crops, mostly), are compared at the images' own size
     matcher = NativeMatcher(*natives)
-    n = len(frames)
-    more = matcher.candidates(neighbours)
-    codes = np.unique(np.concatenate([pairs[~keep, 0] * n + pairs[~keep, 1], more[:, 0] * n + more[:, 1]]))
-    codes = codes[~np.isin(codes, pairs[keep, 0] * n + pairs[keep, 1])]
-    more = np.stack([codes // n, codes % n], axis=1)
+    more = _distinct_pairs(np.concatenate([pairs[~keep], matcher.candidates(neighbours)]), len(frames),
+                           without=pairs[keep])
     native = matcher.score(more)
     same = native >= NATIVE_THRESHOLD
     return np.concatenate([pairs[keep], more[same]]), np.concatenate([scores[keep], native[same]])
