@@ -59,16 +59,6 @@ def test_thresholds_tighten_when_held_out_seeds_miss_the_target():
     accepted = held_confidence >= thresholds[held_predicted]
     assert effective > 0.98
     assert (held_predicted[accepted] != overconfident[accepted]).sum() <= 0.02 * accepted.sum()
-    # one error too many: a little stricter suffices, the allowed error is not halved at once
-    slightly = held_predicted.copy()
-    slightly[:3] = 1  # 3 errors among 100 seeds: two of them accepted at 0.98 (threshold ~0.96)
-    held_confidence[:] = 0.995
-    held_confidence[1], held_confidence[2] = 0.962, 0.9
-    thresholds, effective = acceptance_thresholds(confidence, predicted, held_confidence, held_predicted,
-                                                  slightly, eligible, 0.98)
-    assert 0.98 < effective < 0.99
-    accepted = held_confidence >= thresholds[held_predicted]
-    assert (held_predicted[accepted] != slightly[accepted]).sum() <= 0.02 * accepted.sum()
     thresholds, _ = acceptance_thresholds(confidence, predicted, held_confidence, held_predicted, honest,
                                           np.array([True, False]), 0.98)
     assert thresholds[1] == float("inf")
