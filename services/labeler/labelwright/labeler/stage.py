@@ -3,7 +3,7 @@ only what meets the target precision, queue the rest for review, flag seed label
 
 Method (chosen by measurement, see benchmarks/bench_label.py): k-fold cross-fitting over the human
 labels. In each fold,
-  1. a teacher combines three views learnt from the fold's seeds (weighted geometric mean): a small CNN, label spreading
+  1. a teacher averages three views learnt from the fold's seeds: a small CNN, label spreading
      (Zhou et al., 2004; scikit-learn's kNN ``LabelSpreading``) over the pixels, and label
      spreading over the CNN's embedding (graph propagation on deep features, in the spirit of
      Iscen et al., 2019, "Label Propagation for Deep Semi-supervised Learning");
@@ -31,7 +31,6 @@ from labelwright.core.messages import StageResult, Task
 from labelwright.core.pipeline import Progress, StageError
 from labelwright.core.settings import Settings
 from labelwright.core.storage import Store, read_csv_bytes
-from scipy.special import logsumexp
 
 from .calibration import (
     acceptance_thresholds,
@@ -101,16 +100,9 @@ class _Views:
         embedding /= np.linalg.norm(embedding, axis=1, keepdims=True) + 1e-12
         labels = np.full(len(self.x_all), -1)
         labels[train_rows] = train_y
-        spreads = [_spread(self.pixels, labels, self.n_classes, self.neighbours),
-                   _spread(embedding, labels, self.n_classes, self.neighbours)]
-        # A weighted geometric mean: the CNN counts as much as the two spreadings together, and a
-        # class that one view rules out loses most of its weight. On one fold of a Fashion-MNIST
-        # sample it matched the arithmetic mean of the three views with 50 seeds per class (83.4%)
-        # and beat it with 10 (74.4% against 73.4%), and it ranked better: its surest 56% (50
-        # seeds) and 26% (10 seeds) of the items held 2% errors, against 49% and 21% for the mean.
-        log_views = 0.5 * (logits - logsumexp(logits, axis=1, keepdims=True))
-        log_views += 0.25 * (log_probabilities(spreads[0]) + log_probabilities(spreads[1]))
-        return cnn.softmax(log_views)
+        views = [cnn.softmax(logits), _spread(self.pixels, labels, self.n_classes, self.neighbours),
+                 _spread(embedding, labels, self.n_classes, self.neighbours)]
+        return np.mean(views, axis=0)
 
     def student(self, train_rows: np.ndarray, train_y: np.ndarray, teacher: np.ndarray, fold: int) -> np.ndarray:
         """A fresh CNN trained with augmentation and dropout on the fold's seeds plus the teacher's
