@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from images import digit, encode, exif_rotated_jpeg, photo, png_bomb
 from labelwright.core.datasets import ingest
+from labelwright.core.images import load_pixels
 from labelwright.core.messages import Shard
 from labelwright.core.pipeline import StageError, build_task
 from labelwright.core.settings import Settings
@@ -22,6 +23,7 @@ from labelwright.preprocess.dedup import (
     phashes,
     thumbnails,
 )
+from labelwright.preprocess.png import encode_png
 from labelwright.preprocess.stage import run
 from PIL import Image
 
@@ -214,3 +216,24 @@ def test_a_dataset_with_no_usable_image_fails_readably(tmp_path):
     index = ingest(root, store, "dataset/")
     with pytest.raises(StageError, match="no usable image"):
         run(build_task("j", "preprocess", "", {}, {}, dataset=index.ref), store, SETTINGS)
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (5, 7, 1), (9, 4, 3)])
+def test_png_encoder_writes_what_pillow_reads_back(shape):
+    pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    with Image.open(io.BytesIO(encode_png(pixels))) as image:
+        assert image.format == "PNG" and image.mode == ("RGB" if len(shape) == 3 and shape[2] == 3 else "L")
+        assert np.array_equal(np.asarray(image), pixels.reshape(shape[:2]) if image.mode == "L" else pixels)
+
+
+def test_normalised_images_match_the_pixels_the_learning_stages_get(tmp_path):
+    store = FileStore(tmp_path / "out")
+    index = ingest(_dataset(tmp_path), store, "dataset/")
+    run(build_task("j", "preprocess", "", {}, {"image_size": 16}, dataset=index.ref), store, SETTINGS)
+    names, pixels = load_pixels(store, store.ref("preprocess/pixels.npz"))
+    manifest = {r["file_name"]: r for r in store.get_csv("preprocess/manifest.csv")}
+    assert sorted(names) == sorted(manifest)
+    for name, expected in zip(names, pixels, strict=True):
+        with Image.open(io.BytesIO(store.read_ref(store.ref(manifest[name]["image"])))) as image:
+            assert image.size == (16, 16)
+            assert np.array_equal(np.asarray(image.convert("RGB")), expected), name

@@ -367,7 +367,8 @@ def native_grey(image: Image.Image) -> np.ndarray | None:
     enough to be compared at its own resolution; else None."""
     if max(image.size) > NATIVE_SIDE:
         return None
-    return np.asarray(image if image.mode == "L" else image.convert("L"), dtype=np.uint8)
+    grey = image if image.mode == "L" else image.convert("L")
+    return np.frombuffer(grey.tobytes(), np.uint8).reshape(grey.height, grey.width)
 
 
 def native_canvas(images: Sequence[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,6 @@ Outputs (under ``<prefix>preprocess/``): ``images/<file_name>.png``, ``manifest.
 
 from __future__ import annotations
 
-import io
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from labelwright.core.pipeline import Progress, StageError
 from labelwright.core.settings import Settings
 from labelwright.core.storage import Store, StoreError, read_csv_bytes
 
-from .decode import Rejected, decode
+from .decode import Rejected, decode, pixel_array
 from .dedup import (
     DEFAULT_THRESHOLD,
     boxed_thumbnails,
@@ -34,11 +33,14 @@ from .dedup import (
     native_grey,
     phashes,
 )
+from .png import encode_png
 
 RECORD_FIELDS = ["file_name", "label", "image", "width", "height", "format", "mode", "pixel_hash", "phash"]
 MANIFEST_FIELDS = [*RECORD_FIELDS, "group_id", "duplicate"]
 REJECTED_FIELDS = ["file_name", "reason"]
 DUPLICATE_FIELDS = ["file_name", "group_id", "kind"]
+WRITE_BATCH = 256
+"""Normalised images written per ``Store.put_many``."""
 
 
 @dataclass
@@ -77,12 +79,18 @@ def _process(task: Task, store: Store, settings: Settings, progress: Progress | 
         index = index[task.shard.index :: task.shard.count]
     part = Part()
     images_prefix = f"{task.prefix}preprocess/images/"
+    # reads run ahead and writes go out in batches (both concurrent on S3; on a file store,
+    # written in place): a request per file is most of the cost of small images
+    contents = store.read_many(row["ref"] for row in index if not row.get("reason"))
+    pending: list[tuple[str, bytes, str]] = []
     for n, row in enumerate(index, 1):
         name = row["file_name"]
         try:
             if row.get("reason"):
                 raise Rejected(row["reason"])
-            data = store.read_ref(row["ref"])
+            data = next(contents)
+            if isinstance(data, StoreError):
+                raise data
             if len(data) > settings.max_file_bytes:
                 raise Rejected(f"file too large ({len(data)} bytes; limit {settings.max_file_bytes})")
             decoded = decode(data, size, settings.max_image_pixels)
@@ -92,12 +100,13 @@ def _process(task: Task, store: Store, settings: Settings, progress: Progress | 
         except StoreError as exc:
             part.rejected.append({"file_name": name, "reason": f"unreadable: {exc}"})
             continue
-        buffer = io.BytesIO()
-        decoded.image.save(buffer, format="PNG", compress_level=1)
+        array = pixel_array(decoded.image)
         image_key = f"{images_prefix}{name}.png"
-        store.put(image_key, buffer.getvalue(), "image/png")
-        pixels = np.asarray(decoded.image.convert("RGB"), dtype=np.uint8)
-        part.pixels.append(pixels)
+        pending.append((image_key, encode_png(array), "image/png"))
+        if len(pending) >= WRITE_BATCH:
+            store.put_many(pending)
+            pending = []
+        part.pixels.append(array if array.shape[2] == 3 else np.repeat(array, 3, axis=2))
         part.natives.append(native_grey(decoded.original))
         part.records.append({
             "file_name": name,
@@ -111,6 +120,7 @@ def _process(task: Task, store: Store, settings: Settings, progress: Progress | 
         })
         if progress and n % 200 == 0:
             progress(n / len(index), f"{n}/{len(index)} files")
+    store.put_many(pending)
     part.add_features()
     return part
 
