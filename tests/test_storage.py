@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 from labelwright.core.settings import Settings
-from labelwright.core.storage import FileStore, S3Store, StoreError
+from labelwright.core.storage import BatchWriter, FileStore, S3Store, StoreError
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -39,3 +39,14 @@ def test_a_file_store_reads_plain_and_quoted_references_and_refuses_keys_that_es
         store.read_ref(f"file://{tmp_path}/store/a")  # a folder is not an object
     with pytest.raises(StoreError, match="escapes"):
         store.put_many([("../outside.bin", b"x", "application/octet-stream")])
+
+
+def test_a_batch_writer_writes_everything_and_surfaces_a_failed_batch(tmp_path):
+    store = FileStore(tmp_path / "store")
+    with BatchWriter(store, batch=3) as writer:
+        for i in range(10):
+            writer.put(f"out/{i}.bin", bytes([i]))
+    assert [store.get(f"out/{i}.bin") for i in range(10)] == [bytes([i]) for i in range(10)]
+    with pytest.raises(StoreError, match="escapes"), BatchWriter(store, batch=2) as writer:
+        for key in ("out/a.bin", "out/b.bin", "../c.bin", "out/d.bin"):
+            writer.put(key, b"x")

@@ -120,6 +120,45 @@ class Store(ABC):
         return read_csv_bytes(self.get(key))
 
 
+class BatchWriter:
+    """Collects objects and writes them with ``Store.put_many`` in the background, a batch at a
+    time, while the caller goes on working (creating a file or waiting for an S3 server releases
+    the GIL). At most two batches wait; ``close`` (or leaving the ``with`` block) writes the rest
+    and raises the first error any batch met."""
+
+    def __init__(self, store: Store, batch: int = 256) -> None:
+        self.store, self.batch = store, batch
+        self._objects: list[tuple[str, bytes, str]] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        self._pending: deque[Future] = deque()
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self._objects.append((key, data, content_type))
+        if len(self._objects) >= self.batch:
+            self._send()
+
+    def _send(self) -> None:
+        if self._objects:
+            self._pending.append(self._pool.submit(self.store.put_many, self._objects))
+            self._objects = []
+        while len(self._pending) > 2:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        try:
+            self._send()
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(cancel_futures=True)
+
+    def __enter__(self) -> BatchWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def read_csv_bytes(data: bytes) -> list[dict[str, str]]:
     """Parse CSV bytes with a header line into dicts (a UTF-8 BOM is tolerated)."""
     return list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
