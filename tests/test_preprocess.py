@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from images import digit, encode, exif_rotated_jpeg, photo, png_bomb
 from labelwright.core.datasets import ingest
-from labelwright.core.images import load_pixels
+from labelwright.core.images import is_grey, load_pixels, save_pixels
 from labelwright.core.messages import Shard
 from labelwright.core.pipeline import StageError, build_task
 from labelwright.core.settings import Settings
@@ -237,3 +237,17 @@ def test_normalised_images_match_the_pixels_the_learning_stages_get(tmp_path):
         with Image.open(io.BytesIO(store.read_ref(store.ref(manifest[name]["image"])))) as image:
             assert image.size == (16, 16)
             assert np.array_equal(np.asarray(image.convert("RGB")), expected), name
+
+
+def test_pixels_are_stored_with_one_channel_only_when_every_image_is_grey(tmp_path):
+    store = FileStore(tmp_path)
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    colour = np.stack([grey, grey + 1, grey + 2], axis=2)
+    save_pixels(store, "grey.npz", ["a", "b"], [grey, grey[:, :, None]])
+    save_pixels(store, "mixed.npz", ["a", "b"], [grey, colour])
+    assert np.load(tmp_path / "grey.npz")["pixels"].shape == (2, 3, 4, 1)
+    names, pixels = load_pixels(store, store.ref("grey.npz"))
+    assert names == ["a", "b"] and pixels.shape == (2, 3, 4, 3) and is_grey(pixels)
+    assert np.array_equal(pixels[1, :, :, 2], grey)
+    _, pixels = load_pixels(store, store.ref("mixed.npz"))
+    assert not is_grey(pixels) and np.array_equal(pixels[0, :, :, 1], grey) and np.array_equal(pixels[1], colour)

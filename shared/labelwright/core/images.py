@@ -1,7 +1,9 @@
 """Normalised images as one array: how preprocess hands pixels to the stages that learn.
 
-``pixels.npz`` holds ``file_names`` (N,) and ``pixels`` (N, H, W, 3) uint8. Learning stages read
-it in one request instead of fetching N objects, and drop to one channel when every image is grey.
+``pixels.npz`` holds ``file_names`` (N,) and ``pixels`` (N, H, W, C) uint8, C = 1 when every image
+is grey (a third of the bytes to write and read) and 3 otherwise. ``load_pixels`` always returns
+(N, H, W, 3). Learning stages read it in one request instead of fetching N objects, and drop to
+one channel when every image is grey.
 """
 
 from __future__ import annotations
@@ -29,16 +31,30 @@ def read_arrays(store: Store, ref: str) -> dict[str, np.ndarray]:
         return {name: data[name] for name in data.files}
 
 
+def stack_pixels(pixels: Sequence[np.ndarray]) -> np.ndarray:
+    """Images of one size, each (H, W), (H, W, 1) or (H, W, 3), as one (N, H, W, C) array: one
+    channel when all of them have one, else grey ones repeated into RGB."""
+    if not len(pixels):
+        return np.zeros((0, 1, 1, 1), dtype=np.uint8)
+    arrays = [p[:, :, None] if p.ndim == 2 else p for p in pixels]
+    if any(a.shape[2] != 1 for a in arrays):
+        arrays = [np.broadcast_to(a, (*a.shape[:2], 3)) for a in arrays]
+    return np.stack(arrays)
+
+
 def save_pixels(store: Store, key: str, file_names: Sequence[str], pixels: Sequence[np.ndarray]) -> str:
-    """Write images of one size as ``pixels.npz`` and return its reference."""
-    array = np.stack(pixels) if len(pixels) else np.zeros((0, 1, 1, 3), dtype=np.uint8)
-    return put_arrays(store, key, file_names=np.asarray(list(file_names), dtype=str), pixels=array)
+    """Write images of one size as ``pixels.npz`` (see ``stack_pixels``) and return its reference."""
+    return put_arrays(store, key, file_names=np.asarray(list(file_names), dtype=str), pixels=stack_pixels(pixels))
 
 
 def load_pixels(store: Store, ref: str) -> tuple[list[str], np.ndarray]:
-    """Read ``pixels.npz``: the file names and their (N, H, W, 3) uint8 pixels."""
+    """Read ``pixels.npz``: the file names and their (N, H, W, 3) uint8 pixels (a read-only view
+    that repeats the one channel when the images were stored grey)."""
     data = read_arrays(store, ref)
-    return [str(n) for n in data["file_names"]], data["pixels"]
+    pixels = data["pixels"]
+    if pixels.shape[-1] == 1:
+        pixels = np.broadcast_to(pixels, (*pixels.shape[:-1], 3))
+    return [str(n) for n in data["file_names"]], pixels
 
 
 def model_input(pixels: np.ndarray, channels: int | None = None) -> np.ndarray:
@@ -50,6 +66,8 @@ def model_input(pixels: np.ndarray, channels: int | None = None) -> np.ndarray:
 
 
 def is_grey(pixels: np.ndarray) -> bool:
+    if pixels.strides[-1] == 0:  # one channel seen as three (``load_pixels``)
+        return True
     return bool(np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1], pixels[..., 2]))
 
 

@@ -107,11 +107,13 @@ class UnionFind:
 
 
 def grey_frames(pixels: Sequence[np.ndarray]) -> np.ndarray:
-    """Normalised images (H, W[, 3] uint8) as 32x32 grey uint8, converted and resized as
+    """Normalised images (H, W[, 1 or 3] uint8) as 32x32 grey uint8, converted and resized as
     ``imagehash.phash`` does (Pillow's ITU-R 601-2 luma in fixed point, Lanczos)."""
     if not len(pixels):
         return np.empty((0, FRAME, FRAME), np.uint8)
     array = np.stack(pixels)
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
     if array.ndim == 4:
         r, g, b = array[..., 0], array[..., 1], array[..., 2]
         if np.array_equal(r, g) and np.array_equal(g, b):  # grey pictures stored as RGB

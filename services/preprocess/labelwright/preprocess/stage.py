@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from labelwright.core.images import PIXELS_NAME, load_pixels, put_arrays, read_arrays, save_pixels
+from labelwright.core.images import PIXELS_NAME, put_arrays, read_arrays, save_pixels, stack_pixels
 from labelwright.core.messages import StageResult, Task
 from labelwright.core.pipeline import Progress, StageError
 from labelwright.core.settings import Settings
@@ -60,7 +60,7 @@ class Part:
     shapes: np.ndarray | None = None
 
     def add_features(self) -> None:
-        self.frames = grey_frames(self.pixels)
+        self.frames = grey_frames(stack_pixels(self.pixels))
         self.boxed = boxed_thumbnails(self.frames)
         self.canvas, self.shapes = native_canvas(self.natives)
         self.natives = []
@@ -114,7 +114,7 @@ def _decode_all(task: Task, settings: Settings, index: list[dict[str, str]], con
         array = pixel_array(decoded.image)
         image_key = f"{images_prefix}{name}.png"
         writer.put(image_key, encode_png(array), "image/png")
-        part.pixels.append(array if array.shape[2] == 3 else np.repeat(array, 3, axis=2))
+        part.pixels.append(array)
         part.natives.append(native_grey(decoded.original))
         part.records.append({
             "file_name": name,
@@ -149,7 +149,7 @@ def _read_parts(task: Task, store: Store) -> Part:
     for i in range(int(task.params["merge_shards"])):
         merged.records += store.get_csv(store.key(task.inputs[f"shards.{i}.records"]))
         merged.rejected += store.get_csv(store.key(task.inputs[f"shards.{i}.rejected"]))
-        _, pixels = load_pixels(store, task.inputs[f"shards.{i}.pixels"])
+        pixels = read_arrays(store, task.inputs[f"shards.{i}.pixels"])["pixels"]  # as stored: 1 or 3 channels
         merged.pixels += list(pixels)
         features = read_arrays(store, task.inputs[f"shards.{i}.features"])
         frames.append(features["frames"])
