@@ -166,7 +166,7 @@ def sweep(files, family, thresholds, native_thresholds, label: str) -> None:
     names = [name for name, _ in files]
     started = time.perf_counter()
     frames = frames_of(files)
-    pairs = dedup.candidate_pairs(dedup.thumbnails(frames))
+    pairs = dedup.candidate_pairs(dedup.thumbnails(frames), (dedup.WHOLE_NEIGHBOURS, dedup.NEIGHBOURS))
     found = dedup.Aligner(frames).score(pairs)
     matcher = dedup.NativeMatcher(*natives_of(files))
     more = matcher.candidates()

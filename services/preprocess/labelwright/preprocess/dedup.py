@@ -8,7 +8,8 @@ steps, each linear-ish in the number of images rather than in the number of pair
 
 1. **Candidates** from a nearest-neighbour index (scipy KD-tree on a 12-component PCA) over
    perceptual thumbnails (8x8 box-filtered, zero-mean, unit-norm: brightness-invariant) in two
-   frames: the whole image and the content's bounding box (which undoes crops of background).
+   frames: the whole image (nearest neighbour only) and the content's bounding box (which undoes
+   crops of background; five neighbours).
    Small images (at most 48 pixels a side) have a third space: the central 20x20 window at the
    image's own size, in 2x2 blocks, which a crop of a few pixels barely moves.
 2. **Verification** of each candidate pair by the correlation of mid-frequency detail
@@ -26,9 +27,10 @@ steps, each linear-ish in the number of images rather than in the number of pair
 
    The thresholds are tuned by ``benchmarks/bench_duplicates.py``. On its benchmark set (1,000
    Fashion-MNIST items with 1-3 copies each among 9,000 others), the pairs in the stage's
-   clusters: precision 0.979, recall 0.929. Without the comparison at the images' own size:
-   0.976 / 0.790; before the softened comparison, the 12-component PCA and the exact box
-   thumbnails: 0.970 / 0.712. Still missed (235 of 3,320 pairs): mostly pairs with a crop in them
+   clusters: precision 0.979, recall 0.924 (0.929 with five neighbours in the whole frame's
+   space instead of one, for 37% more candidates). Without the comparison at the images' own size:
+   0.976 / 0.783; before the softened comparison, the 12-component PCA and the exact box
+   thumbnails: 0.970 / 0.712. Still missed (about 250 of 3,320 pairs): mostly pairs with a crop in them
    that never became candidates, or a crop against a resized or darkened copy.
 
 Clusters are the connected components of all exact and verified pairs (union-find). The pHash
@@ -54,6 +56,10 @@ FRAME = 32
 """Side of the grey frame every comparison is made in."""
 DEFAULT_THRESHOLD = 0.982
 NEIGHBOURS = 5
+WHOLE_NEIGHBOURS = 1
+"""Neighbours per item in the whole frame's space; the content box's space takes ``NEIGHBOURS``.
+On the duplicate benchmark's tuning set the whole frame's second to fifth neighbours added no
+pair to the clusters (recall 0.932 with 1 or 5; 0.897 with none) and were 37% of the candidates."""
 COMPONENTS = 12
 SEARCH_EPS = 0.5
 """The nearest-neighbour search may return neighbours up to (1 + eps) times farther than the
@@ -185,17 +191,19 @@ def thumbnails(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return whole_thumbnails(frames), boxed_thumbnails(frames)
 
 
-def candidate_pairs(descriptors: Sequence[np.ndarray], neighbours: int = NEIGHBOURS) -> np.ndarray:
+def candidate_pairs(descriptors: Sequence[np.ndarray], neighbours: int | Sequence[int] = NEIGHBOURS) -> np.ndarray:
     """Pairs ``(i, j)``, ``i < j``, that are among each other's nearest neighbours in any of the
     descriptor spaces (KD-tree on a PCA, so no all-pairs comparison; the queries use every core:
     scipy's tree found the same neighbours as scikit-learn's ``NearestNeighbors`` at a third of
-    its time on 20,000 items, and is allowed ``SEARCH_EPS``)."""
+    its time on 20,000 items, and is allowed ``SEARCH_EPS``). ``neighbours``: per item, for all
+    spaces or one number per space."""
     n = len(descriptors[0])
     if n < 2:
         return np.empty((0, 2), np.int64)
-    k = min(neighbours + 1, n)
+    counts = [neighbours] * len(descriptors) if isinstance(neighbours, int) else list(neighbours)
     found = []
-    for x in descriptors:
+    for x, count in zip(descriptors, counts, strict=True):
+        k = min(count + 1, n)
         reduced = PCA(min(COMPONENTS, n, x.shape[1]), random_state=0).fit_transform(x) if n > COMPONENTS else x
         _, index = cKDTree(reduced).query(reduced, k=k, eps=SEARCH_EPS, workers=-1)
         rows = np.repeat(np.arange(n), k)
@@ -532,7 +540,7 @@ def near_pairs(frames: np.ndarray, threshold: float = DEFAULT_THRESHOLD, neighbo
     thumbnails when already computed, e.g. by the shards; ``natives``: the ``native_canvas`` of
     the same items, for comparing small images at their own size as well)."""
     boxed = boxed_thumbnails(frames) if boxed is None else boxed
-    pairs = candidate_pairs((whole_thumbnails(frames), boxed), neighbours)
+    pairs = candidate_pairs((whole_thumbnails(frames), boxed), (min(WHOLE_NEIGHBOURS, neighbours), neighbours))
     if not len(pairs):
         return pairs, np.empty(0, np.float32)
     scores = Aligner(frames).score(pairs)
