@@ -1,17 +1,20 @@
 """Preprocess benchmark: the stage against a bare Pillow loop on the same files, in the same run,
 and the services path with 1 and 2 preprocess replicas (needs RabbitMQ).
 
-    python benchmarks/bench_preprocess.py [--fashion 20000] [--photos 2000] [--no-services]
+    python benchmarks/bench_preprocess.py [--fashion 20000] [--photos 2000] [--rounds 3]
+                                          [--service-rounds 2] [--no-services]
 
 The bare loop opens, decodes, converts, resizes and saves each file as PNG: the floor any
 preprocess must pay. The stage adds safe decoding checks, EXIF handling, pixel and perceptual
-hashes, the duplicate search and its outputs. Printed: files per second and the stage/bare ratio.
+hashes, the duplicate search and its outputs. Printed: files per second and the stage/bare ratio
+(medians of alternating rounds, and each round's ratio: the disk here is noisy).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -115,6 +118,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fashion", type=int, default=20_000)
     parser.add_argument("--photos", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bare/stage runs per file set")
+    parser.add_argument("--service-rounds", type=int, default=2, help="alternating 1/2-replica runs per store")
     parser.add_argument("--no-services", action="store_true")
     args = parser.parse_args()
     rows = []
@@ -124,18 +129,24 @@ def main() -> None:
                                     ("photos 1024 px JPEG", args.photos, write_photos)):
             folder = tmp / name.split()[0]
             writer(folder, count)
-            # alternate bare and stage twice and keep each one's best: the disk here is shared
+            # alternate bare and stage: the disk here is shared, and one run can be twice as slow
+            # as the next, so each round's ratio is printed and the medians are compared
             bare_times, stage_times = [], []
-            for r in range(2):
+            for r in range(args.rounds):
                 bare_times.append(bare_loop(folder, tmp / f"{folder.name}-bare{r}"))
                 stage_times.append(stage(folder, tmp / f"{folder.name}-stage{r}"))
-            bare, ours = min(bare_times), min(stage_times)
-            rows.append((name, count, count / bare, count / ours, bare / ours))
-            print(f"{name}: bare {count / bare:.0f} files/s, stage {count / ours:.0f} files/s", flush=True)
-        print("\n| files | n | bare Pillow files/s | preprocess stage files/s | stage / bare |")
-        print("|---|---|---|---|---|")
-        for name, count, bare, ours, ratio in rows:
-            print(f"| {name} | {count} | {bare:.0f} | {ours:.0f} | {ratio:.2f} |")
+                bare_s, stage_s = bare_times[-1], stage_times[-1]
+                print(f"{name}, round {r + 1}: bare {count / bare_s:.0f} files/s, stage {count / stage_s:.0f} "
+                      f"files/s, ratio {bare_s / stage_s:.2f}", flush=True)
+            bare, ours = statistics.median(bare_times), statistics.median(stage_times)
+            ratios = sorted(b / s for b, s in zip(bare_times, stage_times, strict=True))
+            rows.append((name, count, count / bare, count / ours, bare / ours, ratios))
+        print("\n| files | n | bare Pillow files/s | preprocess stage files/s | stage / bare | per round |")
+        print("|---|---|---|---|---|---|")
+        for name, count, bare, ours, ratio, ratios in rows:
+            each = " ".join(f"{r:.2f}" for r in ratios)
+            print(f"| {name} | {count} | {bare:.0f} | {ours:.0f} | {ratio:.2f} | {each} |")
+        print(f"(medians of {args.rounds} alternating rounds)")
         if not args.no_services:
             # On this machine's disk (ext4 on a virtual disk) creating a file costs ~0.4 ms and
             # the replicas queue for it; in memory (tmpfs) the replicas' own work shows.
@@ -143,15 +154,23 @@ def main() -> None:
             for where, root in (("disk", tmp), ("tmpfs", Path("/dev/shm"))):
                 if not root.is_dir():
                     continue
+                times: dict[int, list[float]] = {1: [], 2: []}
                 with tempfile.TemporaryDirectory(dir=root) as store_root:
-                    one = services(tmp / "Fashion-MNIST", tmp / f"svc1-{where}", 1, Path(store_root) / "1")
-                    two = services(tmp / "Fashion-MNIST", tmp / f"svc2-{where}", 2, Path(store_root) / "2")
-                rows.append((where, one, two))
-            print("\n| services path (upload excluded) | object store on | preprocess replicas | seconds | speed-up |")
-            print("|---|---|---|---|---|")
-            for where, one, two in rows:
-                print(f"| {args.fashion} Fashion-MNIST PNG | {where} | 1 | {one:.1f} | 1.00 |")
-                print(f"| {args.fashion} Fashion-MNIST PNG | {where} | 2 | {two:.1f} | {one / two:.2f} |")
+                    for r in range(args.service_rounds):
+                        for replicas in (1, 2):
+                            times[replicas].append(services(tmp / "Fashion-MNIST", tmp / f"svc{replicas}-{where}-{r}",
+                                                            replicas, Path(store_root) / f"{replicas}-{r}"))
+                rows.append((where, statistics.median(times[1]), statistics.median(times[2]),
+                             [a / b for a, b in zip(times[1], times[2], strict=True)]))
+            print("\n| services path (upload excluded) | object store on | preprocess replicas | seconds | speed-up "
+                  "| per round |")
+            print("|---|---|---|---|---|---|")
+            for where, one, two, speedups in rows:
+                print(f"| {args.fashion} Fashion-MNIST PNG | {where} | 1 | {one:.1f} | 1.00 | |")
+                print(f"| {args.fashion} Fashion-MNIST PNG | {where} | 2 | {two:.1f} | {one / two:.2f} | "
+                      f"{' '.join(f'{x:.2f}' for x in speedups)} |")
+            print(f"(medians of {args.service_rounds} alternating rounds)")
+
 
 if __name__ == "__main__":
     main()
