@@ -28,10 +28,10 @@ steps, each linear-ish in the number of images rather than in the number of pair
    The thresholds are tuned by ``benchmarks/bench_duplicates.py``. On its benchmark set (1,000
    Fashion-MNIST items with 1-3 copies each among 9,000 others), the pairs in the stage's
    clusters: precision 0.979, recall 0.924 (0.929 with five neighbours in the whole frame's
-   space instead of one, for 37% more candidates). Without the comparison at the images' own size:
-   0.976 / 0.783; before the softened comparison, the 12-component PCA and the exact box
-   thumbnails: 0.970 / 0.712. Still missed (about 250 of 3,320 pairs): mostly pairs with a crop in them
-   that never became candidates, or a crop against a resized or darkened copy.
+   space instead of one, for 37% more candidates). Without the comparison at the images' own
+   size: 0.976 / 0.783; before the softened comparison, the 12-component PCA and the exact box
+   thumbnails: 0.970 / 0.712. Still missed (about 250 of 3,320 pairs): mostly pairs with a crop
+   in them that never became candidates, or a crop against a resized or darkened copy.
 
 Clusters are the connected components of all exact and verified pairs (union-find). The pHash
 (as ``imagehash.phash`` computes it, batched) stays in the manifest for users who search by it.
