@@ -81,11 +81,13 @@ class Store(ABC):
     def read_many(self, refs: Iterable[str]) -> Iterator[bytes | StoreError]:
         """``read_ref`` of each reference, in order; a reference that cannot be read yields its
         ``StoreError`` instead of raising, so one missing object does not end a batch."""
-        for ref in refs:
-            try:
-                yield self.read_ref(ref)
-            except StoreError as exc:
-                yield exc
+        return map(self._read_or_error, refs)
+
+    def _read_or_error(self, ref: str) -> bytes | StoreError:
+        try:
+            return self.read_ref(ref)
+        except StoreError as exc:
+            return exc
 
     def put_many(self, objects: Iterable[tuple[str, bytes, str]]) -> list[str]:
         """``put`` of each ``(key, data, content_type)``; returns their references. Meant for the
@@ -186,20 +188,25 @@ class FileStore(Store):
             raise StoreError(f"key escapes the store: {key!r}")
         return Path(path)
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
-        path = self._path(key)
-        folder, name = os.path.split(path)
+    def _write(self, path: str, data: bytes) -> None:
+        """Write ``data`` to ``path``, making its folder the first time this store writes there."""
+        folder = os.path.dirname(path)
         if folder not in self._folders:
             os.makedirs(folder, exist_ok=True)
             self._folders.add(folder)
-        tmp = os.path.join(folder, f".{name}.tmp")
         try:
-            f = open(tmp, "wb")  # noqa: SIM115
+            f = open(path, "wb")  # noqa: SIM115
         except FileNotFoundError:  # the folder was removed behind the store's back
             os.makedirs(folder, exist_ok=True)
-            f = open(tmp, "wb")  # noqa: SIM115
+            f = open(path, "wb")  # noqa: SIM115
         with f:
             f.write(data)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        path = self._path(key)
+        folder, name = os.path.split(path)
+        tmp = os.path.join(folder, f".{name}.tmp")
+        self._write(tmp, data)
         os.replace(tmp, path)
         return self._uri(path)
 
@@ -209,12 +216,7 @@ class FileStore(Store):
         refs = []
         for key, data, _ in objects:
             path = str(self._path(key))
-            folder = os.path.dirname(path)
-            if folder not in self._folders:
-                os.makedirs(folder, exist_ok=True)
-                self._folders.add(folder)
-            with open(path, "wb") as f:
-                f.write(data)
+            self._write(path, data)
             refs.append(self._uri(path))
         return refs
 
@@ -307,16 +309,10 @@ class S3Store(Store):
 
     def read_many(self, refs: Iterable[str]) -> Iterator[bytes | StoreError]:
         # one request at a time spends most of its time waiting for the server: keep a few in flight
-        def read(ref: str) -> bytes | StoreError:
-            try:
-                return self.read_ref(ref)
-            except StoreError as exc:
-                return exc
-
         with ThreadPoolExecutor(S3_THREADS) as pool:
             pending: deque[Future] = deque()
             for ref in refs:
-                pending.append(pool.submit(read, ref))
+                pending.append(pool.submit(self._read_or_error, ref))
                 if len(pending) >= 2 * S3_THREADS:
                     yield pending.popleft().result()
             while pending:
