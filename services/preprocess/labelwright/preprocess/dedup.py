@@ -52,6 +52,8 @@ from scipy.spatial import cKDTree
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
+from .decode import pixel_array
+
 FRAME = 32
 """Side of the grey frame every comparison is made in."""
 DEFAULT_THRESHOLD = 0.982
@@ -112,12 +114,13 @@ class UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def grey_frames(pixels: Sequence[np.ndarray]) -> np.ndarray:
-    """Normalised images (H, W[, 1 or 3] uint8) as 32x32 grey uint8, converted and resized as
-    ``imagehash.phash`` does (Pillow's ITU-R 601-2 luma in fixed point, Lanczos)."""
+def grey_frames(pixels: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    """Normalised images (H, W[, 1 or 3] uint8; a list, or already one array) as 32x32 grey uint8,
+    converted and resized as ``imagehash.phash`` does (Pillow's ITU-R 601-2 luma in fixed point,
+    Lanczos)."""
     if not len(pixels):
         return np.empty((0, FRAME, FRAME), np.uint8)
-    array = np.stack(pixels)
+    array = pixels if isinstance(pixels, np.ndarray) else np.stack(pixels)
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim == 4:
@@ -377,8 +380,7 @@ def native_grey(image: Image.Image) -> np.ndarray | None:
     enough to be compared at its own resolution; else None."""
     if max(image.size) > NATIVE_SIDE:
         return None
-    grey = image if image.mode == "L" else image.convert("L")
-    return np.frombuffer(grey.tobytes(), np.uint8).reshape(grey.height, grey.width)
+    return pixel_array(image if image.mode == "L" else image.convert("L"))[:, :, 0]
 
 
 def native_canvas(images: Sequence[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
