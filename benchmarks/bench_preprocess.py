@@ -7,7 +7,10 @@ and the services path with 1 and 2 preprocess replicas (needs RabbitMQ).
 The bare loop opens, decodes, converts, resizes and saves each file as PNG: the floor any
 preprocess must pay. The stage adds safe decoding checks, EXIF handling, pixel and perceptual
 hashes, the duplicate search and its outputs. Printed: files per second and the stage/bare ratio
-(medians of alternating rounds, and each round's ratio: the disk here is noisy).
+(medians of alternating rounds, and each round's ratio: the disk here is noisy). For the services:
+seconds, the machine's cores busy on average meanwhile (all processes: one replica already keeps
+more than one core busy with its background writes and threaded duplicate search), and the
+speed-up of 2 replicas.
 """
 
 from __future__ import annotations
@@ -71,23 +74,28 @@ def stage(folder: Path, out: Path) -> float:
     return time.perf_counter() - started
 
 
+def cpu_ticks() -> tuple[int, int, int]:
+    """The machine's CPU time so far, in clock ticks summed over its CPUs: (idle, waiting for
+    the disk, all) (Linux /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3], fields[4], sum(fields[:8])  # guest time is already inside user time
+
+
 def wait_until_idle(idle: float = 0.85, timeout: float = 120.0) -> None:
-    """Until the machine's CPUs are idle for ``idle`` of one second (Linux /proc/stat)."""
-    def sample() -> tuple[int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return fields[3], sum(fields)  # idle, not waiting for the disk
+    """Until the machine's CPUs are idle (not even waiting for the disk) for ``idle`` of one second."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        idle0, total0 = sample()
+        idle0, _, total0 = cpu_ticks()
         time.sleep(1.0)
-        idle1, total1 = sample()
+        idle1, _, total1 = cpu_ticks()
         if (idle1 - idle0) / max(total1 - total0, 1) >= idle:
             return
 
 
-def services(folder: Path, work: Path, replicas: int, store_root: Path) -> float:
+def services(folder: Path, work: Path, replicas: int, store_root: Path) -> tuple[float, float]:
     """Preprocess wall time of one job on `labelwright stack` with N preprocess replicas, its
-    object store a folder under ``store_root``."""
+    object store a folder under ``store_root``, and how many of the machine's cores were busy on
+    average meanwhile."""
     from labelwright.core.client import Client
     from labelwright.core.stack import Stack
     from labelwright.core.storage import FileStore
@@ -102,16 +110,18 @@ def services(folder: Path, work: Path, replicas: int, store_root: Path) -> float
         wait_until_idle()
         job = client.http.post("/v1/jobs", json={"dataset_id": dataset["id"],
                                                  "params": {"until": "preprocess", "image_size": SIZE}}).json()
-        started = time.perf_counter()
+        started, (idle0, wait0, total0) = time.perf_counter(), cpu_ticks()
         job = client.wait(job["id"], timeout=3600, poll=0.2)
         assert job["status"] == "succeeded", job
-        seconds = time.perf_counter() - started
+        seconds, (idle1, wait1, total1) = time.perf_counter() - started, cpu_ticks()
+        idle = (idle1 - idle0 + wait1 - wait0) / max(total1 - total0, 1)
+        cores = (1 - idle) * (os.cpu_count() or 1)
         store = FileStore(store_root / "store")
         stage = store.get_json(f"jobs/{job['id']}/summary.json")["stages"]["preprocess"]
         search = store.get_json(f"jobs/{job['id']}/preprocess/summary.json")["duplicate_search_seconds"]
-        print(f"{replicas} replica(s): {seconds:.1f} s; shards {stage.get('shard_seconds')} s, "
-              f"merge {stage.get('seconds')} s (duplicate search {search} s)", flush=True)
-        return seconds
+        print(f"{replicas} replica(s): {seconds:.1f} s, {cores:.2f} cores busy; shards {stage.get('shard_seconds')} "
+              f"s, merge {stage.get('seconds')} s (duplicate search {search} s)", flush=True)
+        return seconds, cores
 
 
 def main() -> None:
@@ -155,20 +165,24 @@ def main() -> None:
                 if not root.is_dir():
                     continue
                 times: dict[int, list[float]] = {1: [], 2: []}
+                busy: dict[int, list[float]] = {1: [], 2: []}
                 with tempfile.TemporaryDirectory(dir=root) as store_root:
                     for r in range(args.service_rounds):
                         for replicas in (1, 2):
-                            times[replicas].append(services(tmp / "Fashion-MNIST", tmp / f"svc{replicas}-{where}-{r}",
-                                                            replicas, Path(store_root) / f"{replicas}-{r}"))
-                rows.append((where, statistics.median(times[1]), statistics.median(times[2]),
-                             [a / b for a, b in zip(times[1], times[2], strict=True)]))
-            print("\n| services path (upload excluded) | object store on | preprocess replicas | seconds | speed-up "
-                  "| per round |")
-            print("|---|---|---|---|---|---|")
-            for where, one, two, speedups in rows:
-                print(f"| {args.fashion} Fashion-MNIST PNG | {where} | 1 | {one:.1f} | 1.00 | |")
-                print(f"| {args.fashion} Fashion-MNIST PNG | {where} | 2 | {two:.1f} | {one / two:.2f} | "
-                      f"{' '.join(f'{x:.2f}' for x in speedups)} |")
+                            seconds, cores = services(tmp / "Fashion-MNIST", tmp / f"svc{replicas}-{where}-{r}",
+                                                      replicas, Path(store_root) / f"{replicas}-{r}")
+                            times[replicas].append(seconds)
+                            busy[replicas].append(cores)
+                rows.append((where, times, {k: statistics.median(v) for k, v in busy.items()}))
+            print("\n| services path (upload excluded) | object store on | preprocess replicas | seconds | cores busy "
+                  "| speed-up | per round |")
+            print("|---|---|---|---|---|---|---|")
+            for where, times, cores in rows:
+                one, two = statistics.median(times[1]), statistics.median(times[2])
+                speedups = " ".join(f"{a / b:.2f}" for a, b in zip(times[1], times[2], strict=True))
+                print(f"| {args.fashion} Fashion-MNIST PNG | {where} | 1 | {one:.1f} | {cores[1]:.2f} | 1.00 | |")
+                print(f"| {args.fashion} Fashion-MNIST PNG | {where} | 2 | {two:.1f} | {cores[2]:.2f} | "
+                      f"{one / two:.2f} | {speedups} |")
             print(f"(medians of {args.service_rounds} alternating rounds)")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from images import digit, encode, exif_rotated_jpeg, photo, png_bomb
 from labelwright.core.datasets import ingest
-from labelwright.core.images import is_grey, load_pixels, save_pixels
+from labelwright.core.images import is_grey, join_pixels, load_pixels, save_pixels, stack_pixels
 from labelwright.core.messages import Shard
 from labelwright.core.pipeline import StageError, build_task
 from labelwright.core.settings import Settings
@@ -206,6 +206,9 @@ def test_shards_merge_to_the_same_result_as_one_task(tmp_path):
     run(build_task("j", "preprocess", "", {}, params, dataset=index.ref, merge_shards=parts), sharded, SETTINGS)
     for name in ("manifest.csv", "rejected.csv", "duplicates.csv"):
         assert whole.get_csv(f"preprocess/{name}") == sharded.get_csv(f"preprocess/{name}")
+    whole_names, whole_pixels = load_pixels(whole, whole.ref("preprocess/pixels.npz"))
+    sharded_names, sharded_pixels = load_pixels(sharded, sharded.ref("preprocess/pixels.npz"))
+    assert whole_names == sharded_names and np.array_equal(whole_pixels, sharded_pixels)
 
 
 def test_a_dataset_with_no_usable_image_fails_readably(tmp_path):
@@ -251,3 +254,8 @@ def test_pixels_are_stored_with_one_channel_only_when_every_image_is_grey(tmp_pa
     assert np.array_equal(pixels[1, :, :, 2], grey)
     _, pixels = load_pixels(store, store.ref("mixed.npz"))
     assert not is_grey(pixels) and np.array_equal(pixels[0, :, :, 1], grey) and np.array_equal(pixels[1], colour)
+    # shards' arrays join the same way; a shard with no usable image adds nothing
+    joined = join_pixels([stack_pixels([grey]), stack_pixels([]), stack_pixels([colour])])
+    assert joined.shape == (2, 3, 4, 3)
+    assert np.array_equal(joined[0, :, :, 2], grey) and np.array_equal(joined[1], colour)
+    assert join_pixels([stack_pixels([grey]), stack_pixels([])]).shape == (1, 3, 4, 1)

@@ -31,15 +31,30 @@ def read_arrays(store: Store, ref: str) -> dict[str, np.ndarray]:
         return {name: data[name] for name in data.files}
 
 
-def stack_pixels(pixels: Sequence[np.ndarray]) -> np.ndarray:
+def stack_pixels(pixels: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     """Images of one size, each (H, W), (H, W, 1) or (H, W, 3), as one (N, H, W, C) array: one
-    channel when all of them have one, else grey ones repeated into RGB."""
+    channel when all of them have one, else grey ones repeated into RGB. An (N, H, W, C) array is
+    already that, and is returned as it is."""
+    if isinstance(pixels, np.ndarray) and pixels.ndim == 4:
+        return pixels
     if not len(pixels):
         return np.zeros((0, 1, 1, 1), dtype=np.uint8)
     arrays = [p[:, :, None] if p.ndim == 2 else p for p in pixels]
     if any(a.shape[2] != 1 for a in arrays):
         arrays = [np.broadcast_to(a, (*a.shape[:2], 3)) for a in arrays]
     return np.stack(arrays)
+
+
+def join_pixels(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Stacked images (each part (N, H, W, C), as ``stack_pixels`` makes them) as one array: one
+    channel when every part has one, else grey parts repeated into RGB. Empty parts (a shard with
+    no usable image) have no image size, and are left out."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return stack_pixels([])
+    if any(p.shape[3] != 1 for p in parts):
+        parts = [np.broadcast_to(p, (*p.shape[:3], 3)) for p in parts]
+    return np.concatenate(parts)
 
 
 def save_pixels(store: Store, key: str, file_names: Sequence[str], pixels: Sequence[np.ndarray]) -> str:

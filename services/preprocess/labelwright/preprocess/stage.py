@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from labelwright.core.images import PIXELS_NAME, put_arrays, read_arrays, save_pixels, stack_pixels
+from labelwright.core.images import PIXELS_NAME, join_pixels, put_arrays, read_arrays, save_pixels, stack_pixels
 from labelwright.core.messages import StageResult, Task
 from labelwright.core.pipeline import Progress, StageError
 from labelwright.core.settings import Settings
@@ -48,7 +48,8 @@ WRITE_BATCH = 256
 class Part:
     records: list[dict[str, str]] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
-    pixels: list[np.ndarray] = field(default_factory=list)
+    pixels: list[np.ndarray] | np.ndarray = field(default_factory=list)
+    """One array per image while decoding; one (N, H, W, C) array from ``add_features`` on."""
     frames: np.ndarray | None = None
     """Grey 32x32 frames and boxed thumbnails for the duplicate search, made where the images
     are (in the shards, in parallel), so the merge only searches."""
@@ -60,7 +61,8 @@ class Part:
     shapes: np.ndarray | None = None
 
     def add_features(self) -> None:
-        self.frames = grey_frames(stack_pixels(self.pixels))
+        self.pixels = stack_pixels(self.pixels)
+        self.frames = grey_frames(self.pixels)
         self.boxed = boxed_thumbnails(self.frames)
         self.canvas, self.shapes = native_canvas(self.natives)
         self.natives = []
@@ -145,17 +147,16 @@ def _write_part(task: Task, store: Store, part: Part) -> StageResult:
 
 
 def _read_parts(task: Task, store: Store) -> Part:
-    merged, frames, boxed, natives = Part(), [], [], []
+    merged, pixels, frames, boxed, natives = Part(), [], [], [], []
     for i in range(int(task.params["merge_shards"])):
         merged.records += store.get_csv(store.key(task.inputs[f"shards.{i}.records"]))
         merged.rejected += store.get_csv(store.key(task.inputs[f"shards.{i}.rejected"]))
-        pixels = read_arrays(store, task.inputs[f"shards.{i}.pixels"])["pixels"]  # as stored: 1 or 3 channels
-        merged.pixels += list(pixels)
+        pixels.append(read_arrays(store, task.inputs[f"shards.{i}.pixels"])["pixels"])  # as stored: 1 or 3 channels
         features = read_arrays(store, task.inputs[f"shards.{i}.features"])
         frames.append(features["frames"])
         boxed.append(features["boxed"])
         natives.append((features["canvas"], features["shapes"]))
-    merged.frames, merged.boxed = np.concatenate(frames), np.concatenate(boxed)
+    merged.pixels, merged.frames, merged.boxed = join_pixels(pixels), np.concatenate(frames), np.concatenate(boxed)
     merged.canvas, merged.shapes = join_canvases(natives)
     return merged
 
@@ -163,7 +164,7 @@ def _read_parts(task: Task, store: Store) -> Part:
 def _merge(task: Task, store: Store, settings: Settings, part: Part, started: float) -> StageResult:
     order = sorted(range(len(part.records)), key=lambda i: part.records[i]["file_name"])
     records = [part.records[i] for i in order]
-    pixels = [part.pixels[i] for i in order]
+    pixels = part.pixels[order]
     frames, boxed = part.frames[order], part.boxed[order]
     natives = (part.canvas[order], part.shapes[order])
     rejected = sorted(part.rejected, key=lambda r: r["file_name"])
