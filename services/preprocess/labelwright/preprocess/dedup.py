@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from labelwright.core.images import stack_pixels
 from PIL import Image
 from scipy.fft import dct
 from scipy.ndimage import gaussian_filter1d
@@ -115,15 +116,15 @@ class UnionFind:
 
 
 def grey_frames(pixels: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-    """Normalised images (H, W[, 1 or 3] uint8; a list, or already one array) as 32x32 grey uint8,
-    converted and resized as ``imagehash.phash`` does (Pillow's ITU-R 601-2 luma in fixed point,
-    Lanczos)."""
+    """Normalised images (H, W[, 1 or 3] uint8; a list, or already stacked by ``stack_pixels``) as
+    32x32 grey uint8, converted and resized as ``imagehash.phash`` does (Pillow's ITU-R 601-2 luma
+    in fixed point, Lanczos)."""
     if not len(pixels):
         return np.empty((0, FRAME, FRAME), np.uint8)
-    array = pixels if isinstance(pixels, np.ndarray) else np.stack(pixels)
-    if array.ndim == 4 and array.shape[3] == 1:
+    array = stack_pixels(pixels)
+    if array.shape[3] == 1:
         array = array[..., 0]
-    if array.ndim == 4:
+    else:
         r, g, b = array[..., 0], array[..., 1], array[..., 2]
         if np.array_equal(r, g) and np.array_equal(g, b):  # grey pictures stored as RGB
             array = r
