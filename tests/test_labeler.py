@@ -158,3 +158,36 @@ def test_pretrained_backbone_builds_and_trains_without_downloaded_weights():
     x = np.random.default_rng(0).random((8, 16, 16, 1)).astype("float32")
     history = cnn.fit(model, x, np.array([0, 1, 2, 0, 1, 2, 0, 1]), epochs=1, batch_size=4)
     assert cnn.predict_logits(model, x).shape == (8, 3) and len(history["loss"]) == 1
+
+
+def test_precision_auto_takes_bfloat16_only_where_the_cpu_has_it(monkeypatch):
+    from labelwright.core import cnn
+
+    assert cnn.dtype_policy("float32") == "float32"
+    assert cnn.dtype_policy("bfloat16") == "mixed_bfloat16"
+    monkeypatch.setattr(cnn, "cpu_has_bfloat16", lambda: False)
+    assert cnn.dtype_policy("auto") == "float32"
+    monkeypatch.setattr(cnn, "cpu_has_bfloat16", lambda: True)
+    assert cnn.dtype_policy("auto") == "mixed_bfloat16"
+    with pytest.raises(ValueError, match="unknown precision"):
+        cnn.dtype_policy("float16")
+
+
+@pytest.mark.slow
+def test_bfloat16_cnn_learns_and_its_saved_model_gives_the_same_float32_logits(tmp_path):
+    from labelwright.core import cnn
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    x = rng.random((60, 16, 16, 1)).astype("float32") * 0.3
+    for c in range(3):  # each class lights its own band of rows
+        x[y == c, 5 * c:5 * c + 5] += 0.7
+    model = cnn.build_model((16, 16, 1), 3, precision="bfloat16", augment=False)
+    assert {layer.compute_dtype for layer in model.layers if "conv" in layer.name} == {"bfloat16"}
+    cnn.fit(model, x, y, epochs=15, batch_size=16)
+    logits = cnn.predict_logits(model, x)
+    assert model.output.dtype == "float32"
+    assert (logits.argmax(axis=1) == y).mean() >= 0.9
+    model.save(tmp_path / "model.keras")
+    reloaded = cnn.load_model(str(tmp_path / "model.keras"))
+    np.testing.assert_allclose(cnn.predict_logits(reloaded, x), logits, rtol=1e-5, atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,8 @@ class Settings(BaseSettings):
     target_precision: float = Field(default=0.98, gt=0, lt=1)
     seed: int = 0
     epochs: int = 30
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="arithmetic of the small CNN; auto: bfloat16 where the CPU has it natively")
 
     @property
     def api_key_set(self) -> frozenset[str]:

@@ -66,7 +66,7 @@ def _spread(features: np.ndarray, labels: np.ndarray, n_classes: int, neighbours
 class _Views:
     """One fold's teacher (a CNN and two label spreadings) and its student."""
 
-    def __init__(self, x_all: np.ndarray, n_classes: int, params: dict, seed: int) -> None:
+    def __init__(self, x_all: np.ndarray, n_classes: int, params: dict, seed: int, precision: str = "auto") -> None:
         self.x_all, self.n_classes, self.seed = x_all, n_classes, seed
         self.pixels = x_all.reshape(len(x_all), -1)
         self.backbone = params.get("backbone", "small")
@@ -75,10 +75,11 @@ class _Views:
         self.student_steps = int(params.get("student_steps", 600))
         self.neighbours = int(params.get("neighbours", 7))
         self.flip = bool(params.get("flip", False))
+        self.precision = str(params.get("precision", precision))
 
     def _model(self, seed: int):
         return cnn.build_model(self.x_all.shape[1:], self.n_classes, backbone=self.backbone,
-                               weights=self.weights, flip=self.flip, seed=seed)
+                               weights=self.weights, flip=self.flip, seed=seed, precision=self.precision)
 
     def fold(self, train_rows: np.ndarray, train_y: np.ndarray, fold: int) -> np.ndarray:
         """Probabilities for every item, learning only from ``train_rows`` (indices into x_all)."""
@@ -167,7 +168,7 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
 
     k = int(np.clip(seeds_per_class.min(), 2, int(params.get("folds", 5))))
     folds = _stratified_folds(y_seed, k, seed)
-    views = _Views(x_all, len(classes), params, seed)
+    views = _Views(x_all, len(classes), params, seed, settings.precision)
     seed_rows = np.array([position[n] for n in seed_names], dtype=int)
     rest_rows = np.array([position[n] for n in rest_names], dtype=int)
     oof_mix = np.zeros((len(seed_names), len(classes)))

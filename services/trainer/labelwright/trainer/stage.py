@@ -53,7 +53,8 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     y_val = np.array([class_index[r["label"]] for r in val], dtype=int)
 
     model = cnn.build_model(x_all.shape[1:], len(classes), backbone=backbone, weights=params.get("weights"),
-                            flip=bool(params.get("flip", False)), seed=seed)
+                            flip=bool(params.get("flip", False)), seed=seed,
+                            precision=str(params.get("precision", settings.precision)))
     history = cnn.fit(model, x_train, y_train, epochs=epochs, batch_size=int(params.get("batch_size", 64)),
                       validation=(x_val, y_val), patience=int(params.get("patience", 6)),
                       class_weight=cnn.balanced_class_weight(y_train, len(classes)),
