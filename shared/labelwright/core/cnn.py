@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from functools import lru_cache
+from typing import Any, get_args
 
 import numpy as np
 
+from .settings import Precision
+
 BACKBONES = ("small", "mobilenetv3small", "efficientnetb0")
-PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
+@lru_cache(maxsize=1)
 def cpu_has_bfloat16() -> bool:
     """Whether this x86 CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); elsewhere TensorFlow
     emulates it, slower than float32."""

@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+Precision = Literal["auto", "float32", "bfloat16"]
+"""Arithmetic of the small CNN (``labelwright.core.cnn.dtype_policy``)."""
+
 
 class Settings(BaseSettings):
     """One settings object for every process; each reads the fields it needs."""
@@ -38,7 +41,7 @@ class Settings(BaseSettings):
     target_precision: float = Field(default=0.98, gt=0, lt=1)
     seed: int = 0
     epochs: int = 30
-    precision: Literal["auto", "float32", "bfloat16"] = Field(
+    precision: Precision = Field(
         default="auto", description="arithmetic of the small CNN; auto: bfloat16 where the CPU has it natively")
 
     @property
