@@ -41,8 +41,13 @@ def test_a_file_store_reads_plain_and_quoted_references_and_refuses_keys_that_es
         store.put_many([("../outside.bin", b"x", "application/octet-stream")])
 
 
-def test_a_batch_writer_writes_everything_and_surfaces_a_failed_batch(tmp_path):
-    store = FileStore(tmp_path / "store")
+class _WriteBehindFileStore(FileStore):
+    write_behind = True  # the background path S3 takes, on a folder
+
+
+@pytest.mark.parametrize("store_class", [FileStore, _WriteBehindFileStore])
+def test_a_batch_writer_writes_everything_and_surfaces_a_failed_batch(tmp_path, store_class):
+    store = store_class(tmp_path / "store")
     with BatchWriter(store, batch=3) as writer:
         for i in range(10):
             writer.put(f"out/{i}.bin", bytes([i]))

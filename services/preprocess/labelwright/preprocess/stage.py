@@ -80,9 +80,9 @@ def _process(task: Task, store: Store, settings: Settings, progress: Progress | 
     if task.shard is not None:
         index = index[task.shard.index :: task.shard.count]
     part = Part()
-    # reads run ahead and writes go out in batches in the background (concurrent requests on
-    # S3; on a file store, creating the files overlaps with decoding): waiting for a request per
-    # file was a third of the time small images took
+    # on S3, reads run ahead and writes go out in batches in the background (concurrent
+    # requests): waiting for a request per file was a third of the time small images took. A file
+    # store reads and writes in this thread (see ``FileStore.write_behind``).
     contents = store.read_many(row["ref"] for row in index if not row.get("reason"))
     with BatchWriter(store, WRITE_BATCH) as writer:
         _decode_all(task, settings, index, contents, writer, part, progress)
