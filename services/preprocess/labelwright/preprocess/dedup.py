@@ -137,10 +137,21 @@ def grey_frames(pixels: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     return array
 
 
+def _dct_rows(count: int = 8, size: int = FRAME) -> np.ndarray:
+    """The first ``count`` rows of the (unnormalised, type II) DCT of ``size`` samples as a matrix:
+    ``_dct_rows() @ x == scipy.fft.dct(x, axis=0)[:count]``."""
+    return dct(np.eye(size), axis=0)[:count]
+
+
 def phashes(frames: np.ndarray) -> list[str]:
-    """``imagehash.phash`` of each frame as hex, computed for all frames at once."""
-    rows = dct(frames.astype(np.float32), axis=1)[:, :8]
-    coefficients = dct(rows, axis=2)[:, :, :8].reshape(len(frames), 64)
+    """``imagehash.phash`` of each frame as hex, computed for all frames at once: only the 8x8
+    lowest frequencies, as two matrix products (a tenth of the time of whole DCTs)."""
+    basis = _dct_rows()
+    coefficients = np.empty((len(frames), 64))
+    for start in range(0, len(frames), 2048):  # in chunks that stay in the cache
+        chunk = frames[start:start + 2048].astype(np.float64)
+        across = (chunk.reshape(-1, FRAME) @ basis.T).reshape(len(chunk), FRAME, 8)
+        coefficients[start:start + 2048] = np.matmul(basis, across).reshape(len(chunk), 64)
     bits = coefficients > np.median(coefficients, axis=1, keepdims=True)
     return [f"{int(row):016x}" for row in np.packbits(bits, axis=1).view(">u8").ravel()]
 
@@ -175,8 +186,14 @@ def _box_weights(low: np.ndarray, high: np.ndarray, size: int = 8) -> np.ndarray
 
 
 def whole_thumbnails(frames: np.ndarray) -> np.ndarray:
-    """8x8 box-filtered, brightness-invariant thumbnails of the whole frame."""
-    return _unit(frames.reshape(len(frames), 8, 4, 8, 4).mean(axis=(2, 4), dtype=np.float32).reshape(len(frames), 64))
+    """8x8 box-filtered, brightness-invariant thumbnails of the whole frame (4x4 block means, as
+    matrix products in chunks: 7x faster than a mean over two axes of a reshaped view)."""
+    box = np.kron(np.eye(8, dtype=np.float32), np.full((1, FRAME // 8), 8 / FRAME, np.float32))
+    out = np.empty((len(frames), 64), np.float32)
+    for start in range(0, len(frames), 2048):
+        chunk = frames[start:start + 2048].astype(np.float32)
+        out[start:start + 2048] = np.matmul(np.matmul(box, chunk), box.T).reshape(len(chunk), 64)
+    return _unit(out)
 
 
 def boxed_thumbnails(frames: np.ndarray) -> np.ndarray:
@@ -405,6 +422,11 @@ def join_canvases(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.nd
             np.concatenate([s for _, s in parts]) if parts else np.zeros((0, 2), np.int32))
 
 
+def _running_sums(x: np.ndarray) -> np.ndarray:
+    """Per row, the sums of its first 0, 1, ... len(row) elements."""
+    return np.pad(np.cumsum(x, axis=1), ((0, 0), (1, 0)))
+
+
 class NativeMatcher:
     """Scores pairs of small images at their own resolution, before any resizing.
 
@@ -446,6 +468,8 @@ class NativeMatcher:
                     blocks[members] = sums.reshape(len(members), -1)  # 2x2 block sums: _unit drops the scale
 
             _in_threads(features, len(same_size), 2048)
+        # running sums of each profile and of its square, for the sums over any overlap
+        self.sums = tuple((_running_sums(p), _running_sums(p * p)) for p in self.profiles)
         self.windowed = np.nonzero(self.shapes.min(axis=1) >= NATIVE_WINDOW)[0]
         self.descriptors = _unit(blocks[self.windowed])
 
@@ -456,6 +480,7 @@ class NativeMatcher:
         Profiles are zero beyond their image, so the product of two shifted profiles is already
         confined to their overlap; the overlap's sums of each profile come from running sums."""
         m = NATIVE_SHIFT
+        sums, squares = self.sums[axis]
         la, lb = self.shapes[a, axis][:, None], self.shapes[b, axis][:, None]
         pa, pb = self.profiles[axis][a], self.profiles[axis][b]
         side = pa.shape[1]
@@ -467,13 +492,12 @@ class NativeMatcher:
         low = np.minimum(np.maximum(0, -shifts), high)
         n = high - low
 
-        def overlap_sum(x: np.ndarray, offset: np.ndarray | int) -> np.ndarray:
-            sums = np.pad(np.cumsum(x, axis=1), ((0, 0), (1, 0)))
-            return np.take_along_axis(sums, high + offset, axis=1) - np.take_along_axis(sums, low + offset, axis=1)
+        def overlap_sum(run: np.ndarray, offset: np.ndarray | int) -> np.ndarray:
+            return np.take_along_axis(run, high + offset, axis=1) - np.take_along_axis(run, low + offset, axis=1)
 
         count = np.maximum(n, 1)
-        u, uu = overlap_sum(pb, 0), overlap_sum(pb * pb, 0)
-        v, vv = overlap_sum(pa, shifts), overlap_sum(pa * pa, shifts)
+        u, uu = overlap_sum(sums[b], 0), overlap_sum(squares[b], 0)
+        v, vv = overlap_sum(sums[a], shifts), overlap_sum(squares[a], shifts)
         c = (uv - u * v / count) / np.sqrt(np.maximum((uu - u * u / count) * (vv - v * v / count), 0) + 1e-6)
         c[n < 0.75 * np.minimum(la, lb)] = -2.0
         best = c.argmax(axis=1)
