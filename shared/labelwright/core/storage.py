@@ -144,12 +144,11 @@ class BatchWriter:
             self._send()
 
     def _send(self) -> None:
-        if self._objects and self._pool is None:
-            objects, self._objects = self._objects, []
+        objects, self._objects = self._objects, []
+        if objects and self._pool is None:
             self.store.put_many(objects)
-        elif self._objects:
-            self._pending.append(self._pool.submit(self.store.put_many, self._objects))
-            self._objects = []
+        elif objects:
+            self._pending.append(self._pool.submit(self.store.put_many, objects))
         while len(self._pending) > 2:
             self._pending.popleft().result()
 
