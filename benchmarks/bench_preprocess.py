@@ -142,8 +142,9 @@ def main() -> None:
         sets = []
         for name, count, writer in (("Fashion-MNIST PNG", args.fashion, write_fashion),
                                     ("photos 1024 px JPEG", args.photos, write_photos)):
-            writer(tmp / name.split()[0], count)
-            sets.append((name, count, tmp / name.split()[0], "disk", tmp))
+            folder = tmp / name.split()[0]
+            writer(folder, count)
+            sets.append((name, count, folder, "disk", tmp))
         # the disk here can be twice as fast one minute as the next (and file creation is the
         # bare loop's largest cost on it); in memory both sides' own work shows
         shutil.copytree(tmp / "Fashion-MNIST", Path(memory) / "Fashion-MNIST")
