@@ -64,6 +64,26 @@ def test_thresholds_tighten_when_held_out_seeds_miss_the_target():
     assert thresholds[1] == float("inf")
 
 
+def test_one_threshold_for_all_classes_accepts_more_at_the_same_overall_precision():
+    rng = np.random.default_rng(3)
+    predicted = np.repeat([0, 1, 2], 4000)
+    confidence = np.concatenate([rng.uniform(0.9, 1.0, 4000), rng.uniform(0.6, 1.0, 4000), rng.uniform(0.6, 1.0, 4000)])
+    correct = rng.uniform(size=confidence.size) < confidence  # calibrated by construction
+    held = (np.ones(10), np.zeros(10, dtype=int), np.zeros(10, dtype=int))  # seeds that agree
+    eligible = np.array([True, True, False])
+    overall, _ = acceptance_thresholds(confidence, predicted, *held, eligible, 0.97)
+    per_class, _ = acceptance_thresholds(confidence, predicted, *held, eligible, 0.97, per_class=True)
+    assert overall[0] == overall[1] and overall[2] == per_class[2] == float("inf")
+    assert per_class[0] < per_class[1]
+    for thresholds in (overall, per_class):
+        accepted = confidence >= thresholds[predicted]
+        assert not accepted[predicted == 2].any()
+        assert correct[accepted].mean() >= 0.96
+    each_class = confidence >= per_class[predicted]
+    assert correct[each_class & (predicted == 1)].mean() >= 0.96, "per class: the hard class meets it on its own"
+    assert (confidence >= overall[predicted]).sum() > (confidence >= per_class[predicted]).sum()
+
+
 def test_clopper_pearson_upper_bound():
     assert clopper_pearson_upper(0, 0) == 1.0
     assert clopper_pearson_upper(0, 100) == pytest.approx(0.0295, abs=1e-3)

@@ -54,9 +54,15 @@ def class_threshold(confidences: np.ndarray, target: float) -> float:
 
 def acceptance_thresholds(confidence: np.ndarray, predicted: np.ndarray, held_confidence: np.ndarray,
                           held_predicted: np.ndarray, held_truth: np.ndarray, eligible: np.ndarray,
-                          target: float, rounds: int = 8) -> tuple[np.ndarray, float]:
+                          target: float, per_class: bool = False, rounds: int = 8) -> tuple[np.ndarray, float]:
     """Per-class thresholds (``inf`` for classes not ``eligible``) for the unlabelled items'
     calibrated ``confidence``, and the precision they were chosen for.
+
+    By default the target is for the accepted labels as a whole, and every eligible class gets the
+    same threshold: accepting the most confident items first is what accepts the most items at a
+    given expected precision. With ``per_class`` each class's accepted items must meet the target
+    on their own, which accepts fewer (on the same trained models: digits coverage 0.869 against
+    0.912, Fashion-MNIST with 50 seeds per class 0.416 against 0.449, at precision 0.995 and 0.99).
 
     The thresholds must also hold on the held-out seeds (their out-of-fold ``held_*``
     predictions): while the seeds they would accept hold more errors than ``target`` allows, the
@@ -64,9 +70,13 @@ def acceptance_thresholds(confidence: np.ndarray, predicted: np.ndarray, held_co
     few seeds the calibration is least sure at the top, which is where acceptance happens.
     """
     effective = target
+    pool = eligible[predicted] if len(predicted) else np.zeros(0, dtype=bool)
     for _ in range(rounds):
-        thresholds = np.array([class_threshold(confidence[predicted == c], effective) if ok else float("inf")
-                               for c, ok in enumerate(eligible)])
+        if per_class:
+            thresholds = np.array([class_threshold(confidence[predicted == c], effective) if ok else float("inf")
+                                   for c, ok in enumerate(eligible)])
+        else:
+            thresholds = np.where(eligible, class_threshold(confidence[pool], effective), float("inf"))
         accepted = held_confidence >= thresholds[held_predicted]
         if (held_predicted[accepted] != held_truth[accepted]).sum() <= (1 - target) * accepted.sum():
             break
