@@ -16,6 +16,7 @@ from labelwright.labeler.calibration import (
     fit_temperature,
     label_issues,
 )
+from labelwright.labeler.stage import fold_workers
 
 
 def test_temperature_scaling_recovers_an_overconfident_model():
@@ -84,6 +85,11 @@ def test_one_threshold_for_all_classes_accepts_more_at_the_same_overall_precisio
     assert (confidence >= overall[predicted]).sum() > (confidence >= per_class[predicted]).sum()
 
 
+def test_fold_workers_are_capped_by_the_folds():
+    assert fold_workers(1, 5) == 1 and fold_workers(8, 5) == 5
+    assert 1 <= fold_workers(0, 5) <= 5
+
+
 def test_clopper_pearson_upper_bound():
     assert clopper_pearson_upper(0, 0) == 1.0
     assert clopper_pearson_upper(0, 100) == pytest.approx(0.0295, abs=1e-3)
@@ -112,7 +118,7 @@ def test_stage_labels_everything_keeps_seeds_and_never_accepts_thin_classes(tmp_
     shutil.copytree(digits_dir, source)
     for extra in sorted((source / "9").iterdir())[3:]:
         extra.rename(source / f"was9_{extra.name}")  # class 9 keeps only 3 seeds
-    store = _label(tmp_path, source)
+    store = _label(tmp_path, source, {"label_workers": 2})  # folds in two processes
     labels = store.get_csv("labels.csv")
     assert len(labels) == 300 and set(labels[0]) == {"file_name", "label", "confidence", "source", "status"}
     seeds = [r for r in labels if r["source"] == "human"]
@@ -121,6 +127,7 @@ def test_stage_labels_everything_keeps_seeds_and_never_accepts_thin_classes(tmp_
     assert not [r for r in labels if r["label"] == "9" and r["source"] == "model" and r["status"] == "accepted"]
     summary = store.get_json("label/summary.json")
     assert any("'9'" in w for w in summary["warnings"]) and summary["thresholds"]["9"] is None
+    assert summary["fold_workers"] == 2
     review = store.get_csv("label/review.csv")
     assert len(review) == summary["needs_review"] and [int(r["priority"]) for r in review] == list(
         range(1, len(review) + 1))
@@ -140,7 +147,8 @@ def test_accepted_labels_meet_the_target_and_a_flipped_seed_is_flagged(tmp_path,
     wrong = sorted((source / "3").iterdir())[0]
     (source / "8").mkdir(exist_ok=True)
     wrong.rename(source / "8" / wrong.name)  # a 3 labelled as 8
-    store = _label(tmp_path, source, {"label_steps": 150, "student_steps": 60, "image_size": 16})
+    store = _label(tmp_path, source, {"label_steps": 150, "student_steps": 60, "image_size": 16,
+                                      "label_workers": 1})  # folds in the stage's own process
     truth = load_digits().target
     accepted = [r for r in store.get_csv("labels.csv") if r["source"] == "model" and r["status"] == "accepted"]
     correct = [int(r["label"]) == truth[int(r["file_name"][-8:-4])] for r in accepted]

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     epochs: int = 30
     precision: Precision = Field(
         default="auto", description="arithmetic of the small CNN; auto: bfloat16 where the CPU has it natively")
+    label_workers: int = Field(
+        default=0, ge=0, description="processes that train the label stage's folds side by side; 0: cores + 1 "
+                                     "(at most the folds), 1: all folds in the stage's own process")
 
     @property
     def api_key_set(self) -> frozenset[str]:
