@@ -49,7 +49,7 @@ LABEL_FIELDS = ["file_name", "label", "confidence", "source", "status"]
 REVIEW_FIELDS = ["file_name", "suggested_label", "confidence", "priority"]
 ISSUE_FIELDS = ["file_name", "given_label", "suggested_label", "score"]
 MIN_SEEDS_TO_ACCEPT = 5
-ACCEPTANCE = ("overall", "per_class")  # the target holds for all accepted labels, or for each class's
+ACCEPTANCE = ("overall", "per_class")  # the target holds for all accepted labels together, or per class
 
 
 def _epochs_for(n: int, batch_size: int, steps: int, low: int = 15, high: int = 300) -> int:
@@ -156,8 +156,8 @@ def _cores() -> int:
 def fold_workers(requested: int, folds: int) -> int:
     """How many processes train folds at once: ``requested``, or with 0 one more than the cores
     this process may use, never more than the folds. One more, so that the cores stay busy to
-    the end: with 2 cores, 5 folds as 3 + 2 take 615 s where 2 + 2 + 1 (the last fold alone on
-    one core) took 1.27x less than one process instead of 1.35x (Fashion-MNIST 10,000, float32)."""
+    the end: on 2 cores, 5 folds as 2 + 2 + 1 leave the last fold alone on one core (1.27x faster
+    than one process on digits), as 3 + 2 they do not (1.35x on Fashion-MNIST 10,000, float32)."""
     return max(1, min(requested or _cores() + 1, folds))
 
 
@@ -171,29 +171,23 @@ def _run_folds(views_args: tuple, jobs: list[tuple[np.ndarray, np.ndarray]], wor
     2026-11-29): two fold-sized trainings took 94 s in one process and 68 s as two processes; the
     label stage on 10,000 Fashion-MNIST images 831 s in one process, 616 s with 3 fold processes.
     Spawned, not forked: a forked TensorFlow runtime can deadlock."""
-    done = 0
 
-    def report() -> None:
-        if progress:
-            progress(done / len(jobs), f"fold {done}/{len(jobs)}")
+    def collected(results) -> list[np.ndarray]:
+        out = []
+        for probs in results:
+            out.append(probs)
+            if progress:
+                progress(len(out) / len(jobs), f"fold {len(out)}/{len(jobs)}")
+        return out
 
     if workers <= 1:
-        views, results = _Views(*views_args), []
-        for f, (rows, y) in enumerate(jobs):
-            results.append(views.fold(rows, y, f))
-            done += 1
-            report()
-        return results
+        views = _Views(*views_args)
+        return collected(views.fold(rows, y, f) for f, (rows, y) in enumerate(jobs))
     threads = max(1, round(_cores() / workers))
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_fold_worker,
                              initargs=(views_args, threads)) as pool:
         futures = [pool.submit(_fold_in_worker, rows, y, f) for f, (rows, y) in enumerate(jobs)]
-        results = []
-        for future in futures:
-            results.append(future.result())
-            done += 1
-            report()
-        return results
+        return collected(future.result() for future in futures)
 
 
 def _review_order(confidence: np.ndarray, predicted: np.ndarray, seeds_per_class: np.ndarray) -> np.ndarray:
