@@ -8,6 +8,7 @@ the outputs of every earlier stage; ``load_stage`` finds a stage function throug
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -25,6 +26,12 @@ class StageFn(Protocol):
     def __call__(
         self, task: Task, store: Store, settings: Settings, progress: Progress | None = None
     ) -> StageResult: ...
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it), for stages that
+    size their own thread or process pools."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class StageError(Exception):

@@ -33,7 +33,7 @@ import numpy as np
 from labelwright.core import cnn
 from labelwright.core.images import load_pixels, model_input
 from labelwright.core.messages import StageResult, Task
-from labelwright.core.pipeline import Progress, StageError
+from labelwright.core.pipeline import Progress, StageError, usable_cores
 from labelwright.core.settings import Settings
 from labelwright.core.storage import Store, read_csv_bytes
 
@@ -149,16 +149,12 @@ def _fold_in_worker(train_rows: np.ndarray, train_y: np.ndarray, fold: int) -> n
     return _WORKER["views"].fold(train_rows, train_y, fold)
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def fold_workers(requested: int, folds: int) -> int:
     """How many processes train folds at once: ``requested``, or with 0 one more than the cores
     this process may use, never more than the folds. One more, so that the cores stay busy to
     the end: on 2 cores, 5 folds as 2 + 2 + 1 leave the last fold alone on one core (1.27x faster
     than one process on digits), as 3 + 2 they do not (1.35x on Fashion-MNIST 10,000, float32)."""
-    return max(1, min(requested or _cores() + 1, folds))
+    return max(1, min(requested or usable_cores() + 1, folds))
 
 
 def _run_folds(views_args: tuple, jobs: list[tuple[np.ndarray, np.ndarray]], workers: int,
@@ -183,7 +179,7 @@ def _run_folds(views_args: tuple, jobs: list[tuple[np.ndarray, np.ndarray]], wor
     if workers <= 1:
         views = _Views(*views_args)
         return collected(views.fold(rows, y, f) for f, (rows, y) in enumerate(jobs))
-    threads = max(1, round(_cores() / workers))
+    threads = max(1, round(usable_cores() / workers))
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_fold_worker,
                              initargs=(views_args, threads)) as pool:
         futures = [pool.submit(_fold_in_worker, rows, y, f) for f, (rows, y) in enumerate(jobs)]
