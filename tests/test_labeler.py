@@ -15,6 +15,7 @@ from labelwright.labeler.calibration import (
     clopper_pearson_upper,
     fit_temperature,
     label_issues,
+    too_many_errors,
 )
 from labelwright.labeler.stage import fold_workers
 
@@ -48,18 +49,21 @@ def test_thresholds_tighten_when_held_out_seeds_miss_the_target():
     held_predicted = np.repeat([0, 1], 50)
     eligible = np.array([True, True])
     honest = held_predicted.copy()
-    honest[0] = 1  # 1 error in 100 accepted: within a 0.98 target
+    honest[:3] = 1  # 3 errors in 100 accepted: more than a 0.98 target allows, but not significantly
+    assert not too_many_errors(3, 100, 0.98)
     thresholds, effective = acceptance_thresholds(confidence, predicted, held_confidence, held_predicted,
                                                   honest, eligible, 0.98)
     assert effective == 0.98 and thresholds.max() < 0.97
     overconfident = held_predicted.copy()
-    overconfident[:6] = 1  # 6 errors among the seeds accepted at 0.995
+    overconfident[:8] = 1  # 8 errors among the seeds accepted at 0.995
+    assert too_many_errors(8, 100, 0.98)
     held_confidence[:50] = np.linspace(0.96, 0.999, 50)
     thresholds, effective = acceptance_thresholds(confidence, predicted, held_confidence, held_predicted,
                                                   overconfident, eligible, 0.98)
     accepted = held_confidence >= thresholds[held_predicted]
     assert effective > 0.98
-    assert (held_predicted[accepted] != overconfident[accepted]).sum() <= 0.02 * accepted.sum()
+    errors = int((held_predicted[accepted] != overconfident[accepted]).sum())
+    assert errors < 8 and not too_many_errors(errors, int(accepted.sum()), 0.98)
     thresholds, _ = acceptance_thresholds(confidence, predicted, held_confidence, held_predicted, honest,
                                           np.array([True, False]), 0.98)
     assert thresholds[1] == float("inf")
