@@ -89,6 +89,8 @@ def _print_summary(out: Path) -> None:
         console.print(f"labels: {s['accepted']} auto-accepted ({s['coverage']:.1%} coverage) at target precision "
                       f"{s['target_precision']}, {s['needs_review']} queued for review, "
                       f"{s['label_issues']} seed labels look wrong")
+        for warning in s.get("warnings", []):
+            console.print(f"[yellow]warning:[/yellow] {warning}")
     evaluation = out / "evaluate" / "evaluation.json"
     if evaluation.exists():
         e = json.loads(evaluation.read_text())
