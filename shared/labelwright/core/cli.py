@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -69,7 +70,7 @@ def _run_with_progress(fn, *args, **kwargs) -> dict[str, Any]:
                       on_finish=hooks.on_finish, **kwargs)
         except (StageError, DatasetError) as exc:
             progress.stop()
-            console.print(f"[red]failed:[/red] {exc}")
+            console.print(f"[red]failed:[/red] {escape(str(exc))}")
             raise typer.Exit(1) from None
 
 
@@ -90,7 +91,7 @@ def _print_summary(out: Path) -> None:
                       f"{s['target_precision']}, {s['needs_review']} queued for review, "
                       f"{s['label_issues']} seed labels look wrong")
         for warning in s.get("warnings", []):
-            console.print(f"[yellow]warning:[/yellow] {warning}")
+            console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     evaluation = out / "evaluate" / "evaluation.json"
     if evaluation.exists():
         e = json.loads(evaluation.read_text())
