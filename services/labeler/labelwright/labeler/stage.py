@@ -280,12 +280,13 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
             "held_out_errors": errors,
             "error_rate_upper_95": clopper_pearson_upper(errors, int(oof_mine.sum())),
         }
+    held_out_accepted = int(oof_accepted.sum())
     held_out_errors = int((oof_pred[oof_accepted] != y_seed[oof_accepted]).sum())
-    error_upper = clopper_pearson_upper(held_out_errors, int(oof_accepted.sum()))
+    error_upper = clopper_pearson_upper(held_out_errors, held_out_accepted)
     if accepted.any() and error_upper > 1 - target:
         # With 10 seeds per class the temperature follows the seeds' luck: runs of one scenario met
         # 0.98 or fell to 0.937 while their held-out seeds looked alike (README, Benchmarks).
-        warnings.append(f"only {int(oof_accepted.sum())} held-out seeds lie above the thresholds ({held_out_errors} "
+        warnings.append(f"only {held_out_accepted} held-out seeds lie above the thresholds ({held_out_errors} "
                         f"wrong): they bound the error rate of auto-accepted labels at {error_upper:.1%} (95%), not "
                         f"at the {1 - target:.1%} the target allows, so the estimated precision rests on the "
                         "calibration alone; review more labels before relying on auto-acceptance")
@@ -327,7 +328,7 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         "needs_review": len(rest_names) - n_accepted,
         "coverage": _ratio(n_accepted, len(rest_names)),
         "estimated_precision": _mean(confidence[accepted]),
-        "held_out_accepted": int(oof_accepted.sum()),
+        "held_out_accepted": held_out_accepted,
         "held_out_errors": held_out_errors,
         "error_rate_upper_95": error_upper,
         "held_out_accuracy": _mean(oof_pred == y_seed),
