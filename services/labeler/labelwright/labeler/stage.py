@@ -315,14 +315,13 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
                   if human[seed_names[i]][1] == "human"]
 
     n_accepted = int(accepted.sum())
+    predictor = "a student CNN trained on those labels predicts" if views.student_steps > 0 else "no student"
     summary = {
         "target_precision": target,
         "acceptance": acceptance,
         "method": f"{k}-fold cross-fitting; per fold a teacher ({views.backbone} CNN, label spreading over "
-                  "pixels and over the CNN embedding) labels every item, "
-                  + ("a student CNN trained on those labels predicts" if views.student_steps > 0 else "no student")
-                  + "; geometric mean over folds; temperature "
-                  f"scaling; {'per-class thresholds' if acceptance == 'per_class' else 'one threshold'}",
+                  f"pixels and over the CNN embedding) labels every item, {predictor}; geometric mean over folds; "
+                  f"temperature scaling; {'per-class thresholds' if acceptance == 'per_class' else 'one threshold'}",
         "classes": classes,
         "thresholds": {c: _finite(t) for c, t in thresholds.items()},
         "effective_target_precision": effective,
