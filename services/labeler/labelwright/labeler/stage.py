@@ -17,6 +17,12 @@ mean carries the teacher's worse ranking into the confidences. Over five folds (
 models, float32, 2026-11-29) the student alone accepted 0.476 at 0.993 where the mean accepted
 0.420 at 0.995 (accuracy 0.848 and 0.849), and with 10% of the seeds flipped it found the wrong
 seeds with F1 0.78 instead of 0.74; with 10 seeds per class it did no better and no worse.
+Tried on one fold and not adopted (50 seeds per class, bfloat16, 2026-11-29; student 0.845
+accurate, perfect-threshold coverage 0.598): a second student taught by the first (0.844 /
+0.556), or by the first mixed with label spreading over its embedding (Iscen et al.'s iteration:
+0.844 / 0.554); test-time shifts (0.845 / 0.594); soft pseudo-labels and mixup (Arazo et al.,
+2020), through a tf.data pipeline whose hard-label baseline reached 0.837 / 0.543: 0.833 / 0.537
+soft, 0.833 / 0.543 mixup, 0.829 / 0.519 both. One fold retrained another way moves by that much.
 Every seed gets an out-of-fold prediction from the fold that held it out; the temperature
 (Guo et al., 2017), the calibration error and the label issues come from those. The unlabelled
 items get the geometric mean of the k folds' predictions: unlike the arithmetic mean it keeps the
