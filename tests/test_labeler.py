@@ -49,24 +49,43 @@ def test_thresholds_tighten_when_held_out_seeds_miss_the_target():
     held_predicted = np.repeat([0, 1], 50)
     eligible = np.array([True, True])
     honest = held_predicted.copy()
-    honest[:3] = 1  # 3 errors in 100 accepted: more than a 0.98 target allows, but not significantly
-    assert not too_many_errors(3, 100, 0.98)
-    thresholds, effective = acceptance_thresholds(confidence, predicted, held_confidence, held_predicted,
+    honest[[0, 1, 50]] = [1, 1, 0]  # 3 errors in 100 accepted: more than a 0.98 target allows, but not significantly
+    assert not too_many_errors(3, 100, 0.98) and not too_many_errors(2, 50, 0.98)
+    thresholds, effective, _ = acceptance_thresholds(confidence, predicted, held_confidence, held_predicted,
                                                   honest, eligible, 0.98)
     assert effective == 0.98 and thresholds.max() < 0.97
     overconfident = held_predicted.copy()
     overconfident[:8] = 1  # 8 errors among the seeds accepted at 0.995
     assert too_many_errors(8, 100, 0.98)
     held_confidence[:50] = np.linspace(0.96, 0.999, 50)
-    thresholds, effective = acceptance_thresholds(confidence, predicted, held_confidence, held_predicted,
-                                                  overconfident, eligible, 0.98)
+    thresholds, effective, _ = acceptance_thresholds(confidence, predicted, held_confidence, held_predicted,
+                                                     overconfident, eligible, 0.98)
     accepted = held_confidence >= thresholds[held_predicted]
     assert effective > 0.98
     errors = int((held_predicted[accepted] != overconfident[accepted]).sum())
     assert errors < 8 and not too_many_errors(errors, int(accepted.sum()), 0.98)
-    thresholds, _ = acceptance_thresholds(confidence, predicted, held_confidence, held_predicted, honest,
-                                          np.array([True, False]), 0.98)
+    thresholds, _, _ = acceptance_thresholds(confidence, predicted, held_confidence, held_predicted, honest,
+                                             np.array([True, False]), 0.98)
     assert thresholds[1] == float("inf")
+
+
+def test_a_class_whose_held_out_seeds_miss_the_target_gets_a_stricter_threshold_of_its_own():
+    rng = np.random.default_rng(4)
+    predicted = np.repeat([0, 1, 2], 3000)
+    confidence = rng.uniform(0.9, 1.0, predicted.size)
+    held_predicted = np.repeat([0, 1, 2], 60)
+    held_confidence = np.tile(np.linspace(0.95, 1.0, 60), 3)
+    truth = held_predicted.copy()
+    truth[12:16] = 2  # 4 wrong class-0 seeds at 0.960-0.963, just above the shared threshold (0.96)
+    assert not too_many_errors(4, 144, 0.98) and too_many_errors(4, 48, 0.98)  # overall fine, class 0 not
+    thresholds, effective, class_effective = acceptance_thresholds(confidence, predicted, held_confidence,
+                                                                   held_predicted, truth, np.ones(3, bool), 0.98)
+    assert effective == 0.98 and thresholds[1] == thresholds[2]
+    assert thresholds[0] > thresholds[1] and class_effective[0] > 0.98 == class_effective[1] == class_effective[2]
+    mine = (held_predicted == 0) & (held_confidence >= thresholds[0])
+    assert not too_many_errors(int((truth[mine] != 0).sum()), int(mine.sum()), 0.98)
+    accepted = confidence >= thresholds[predicted]
+    assert confidence[accepted & (predicted == 0)].mean() >= class_effective[0], "class 0 meets it on its own"
 
 
 def test_one_threshold_for_all_classes_accepts_more_at_the_same_overall_precision():
@@ -76,8 +95,8 @@ def test_one_threshold_for_all_classes_accepts_more_at_the_same_overall_precisio
     correct = rng.uniform(size=confidence.size) < confidence  # calibrated by construction
     held = (np.ones(10), np.zeros(10, dtype=int), np.zeros(10, dtype=int))  # seeds that agree
     eligible = np.array([True, True, False])
-    overall, _ = acceptance_thresholds(confidence, predicted, *held, eligible, 0.97)
-    per_class, _ = acceptance_thresholds(confidence, predicted, *held, eligible, 0.97, per_class=True)
+    overall, _, _ = acceptance_thresholds(confidence, predicted, *held, eligible, 0.97)
+    per_class, _, _ = acceptance_thresholds(confidence, predicted, *held, eligible, 0.97, per_class=True)
     assert overall[0] == overall[1] and overall[2] == per_class[2] == float("inf")
     assert per_class[0] < per_class[1]
     for thresholds in (overall, per_class):

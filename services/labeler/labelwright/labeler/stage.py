@@ -30,7 +30,8 @@ sharpness of one fold model, so the temperature fitted on single-fold prediction
 (the arithmetic mean left confidences too low: coverage 0.74 instead of 0.87 on digits at the
 same precision). Acceptance thresholds come from the calibrated confidences: by default one for
 all classes, chosen for the target over all accepted labels; ``acceptance=per_class`` asks each
-class to meet the target on its own (see ``calibration.acceptance_thresholds``).
+class to meet the target on its own. Either way a class whose own held-out seeds above its
+threshold hold too many errors gets a stricter threshold (see ``calibration.acceptance_thresholds``).
 """
 
 from __future__ import annotations
@@ -267,12 +268,15 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     warnings = [f"class {name!r} has only {seeds_per_class[c]} seed labels (fewer than {MIN_SEEDS_TO_ACCEPT}): "
                 "none of its predictions is auto-accepted" for c, name in enumerate(classes) if not eligible[c]]
     oof_pred, oof_conf = oof_probs.argmax(axis=1), oof_probs.max(axis=1)
-    threshold_of, effective = acceptance_thresholds(confidence, predicted, oof_conf, oof_pred, y_seed, eligible, target,
-                                                    per_class=acceptance == "per_class")
+    threshold_of, effective, class_effective = acceptance_thresholds(
+        confidence, predicted, oof_conf, oof_pred, y_seed, eligible, target, per_class=acceptance == "per_class")
     oof_accepted = oof_conf >= threshold_of[oof_pred]
     if effective > target:
         warnings.append(f"held-out seeds disagreed with the calibrated confidences, so auto-acceptance "
                         f"asks for an estimated precision of {effective:.4f} instead of {target}")
+    warnings += [f"held-out seeds predicted as {name!r} disagreed with the calibrated confidences, so its labels are "
+                 f"auto-accepted only where they alone reach an estimated precision of {class_effective[c]:.4f}"
+                 for c, name in enumerate(classes) if eligible[c] and class_effective[c] > effective]
     thresholds = dict(zip(classes, threshold_of.tolist(), strict=True))
     accepted = confidence >= threshold_of[predicted] if len(predicted) else np.zeros(0, dtype=bool)
 
@@ -284,6 +288,7 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         per_class[name] = {
             "seeds": int(seeds_per_class[c]),
             "threshold": _finite(thresholds[name]),
+            "effective_target_precision": _finite(class_effective[c]),
             "predicted": int(mine.sum()),
             "accepted": int((mine & accepted).sum()),
             "coverage": _ratio((mine & accepted).sum(), mine.sum()),
