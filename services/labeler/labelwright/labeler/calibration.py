@@ -96,9 +96,10 @@ def acceptance_thresholds(confidence: np.ndarray, predicted: np.ndarray, held_co
     -> 0.989 / 0.490; bfloat16, 2026-11-29, README Benchmarks). One error is not enough: a class
     has only a few held-out seeds above the threshold (about 10 with 10 seeds per class), where
     one error already fails a test at level 0.25, and ten classes tested so give chance many
-    tries. On the digits demo the single-error rule held back 124 labels of '1', all right, and
-    48 of '3' (one wrong), while the labels accepted as '2' held 26 errors that its 9 held-out
-    seeds did not show.
+    tries: on the digits demo one error held back 48 labels of '3' (one of them wrong). With so
+    few seeds per class the test stays a blunt guard: there two errors among the seeds predicted
+    as '1' held back 124 labels of '1', all right (99 of them above the shared threshold), while
+    the labels accepted as '2' held 26 errors that its 9 held-out seeds did not show.
     """
     effective = target
     pool = eligible[predicted] if len(predicted) else np.zeros(0, dtype=bool)
