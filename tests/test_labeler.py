@@ -52,7 +52,7 @@ def test_thresholds_tighten_when_held_out_seeds_miss_the_target():
     honest[[0, 1, 50]] = [1, 1, 0]  # 3 errors in 100 accepted: more than a 0.98 target allows, but not significantly
     assert not too_many_errors(3, 100, 0.98) and not too_many_errors(2, 50, 0.98)
     thresholds, effective, _ = acceptance_thresholds(confidence, predicted, held_confidence, held_predicted,
-                                                  honest, eligible, 0.98)
+                                                     honest, eligible, 0.98)
     assert effective == 0.98 and thresholds.max() < 0.97
     overconfident = held_predicted.copy()
     overconfident[:8] = 1  # 8 errors among the seeds accepted at 0.995
