@@ -116,13 +116,14 @@ def acceptance_thresholds(confidence: np.ndarray, predicted: np.ndarray, held_co
         effective = 1 - (1 - effective) * step
     class_effective = np.where(eligible, effective, np.nan)
     for c in np.nonzero(eligible)[0]:
+        held_mine, mine = held_predicted == c, confidence[predicted == c]
         for _ in range(rounds):
-            mine = (held_predicted == c) & (held_confidence >= thresholds[c])
-            errors = int((held_truth[mine] != c).sum())
-            if errors < 2 or not too_many_errors(errors, int(mine.sum()), target, alpha):
+            accepted = held_mine & (held_confidence >= thresholds[c])
+            errors = int((held_truth[accepted] != c).sum())
+            if errors < 2 or not too_many_errors(errors, int(accepted.sum()), target, alpha):
                 break
             class_effective[c] = 1 - (1 - class_effective[c]) * step
-            thresholds[c] = max(thresholds[c], class_threshold(confidence[predicted == c], class_effective[c]))
+            thresholds[c] = max(thresholds[c], class_threshold(mine, class_effective[c]))
     return thresholds, effective, class_effective
 
 
