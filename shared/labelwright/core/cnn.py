@@ -78,15 +78,16 @@ def _small_cnn(keras, x, width: int = 24, dtype: str = "float32"):
 
     Width 24 and a single convolution at full resolution, because that layer pair is where a CPU
     spends its time: the two 32-filter convolutions at 28x28 took 150 of the 300 ms that the four
-    convolutions of a 128-image training step took on one core (float32, AVX2). Measured 2026-11-29 (one label fold on
-    Fashion-MNIST 10,000 with 400 seeds, float32, two folds at once on 2 cores): the student
-    trained in 133 s instead of 168 s (two 24-filter convolutions) and was as accurate (0.826
-    against 0.820; perfect-threshold coverage 0.517 against 0.516). The whole label stage on that
-    sample (50 seeds per class, benchmarks/bench_label.py, same machine and day) took 455 s against
-    752 s with two 24-filter convolutions and about 880 s with the earlier two 32-filter ones, at
-    accuracy 0.835 against 0.845 (0.852 for the 32-filter network on another float32 machine)
-    and coverage 0.460 against 0.486: about a point, twice what rounding alone moves a run (0.848
-    against 0.852), for the label stage's 10 minutes on a CPU without native bfloat16.
+    convolutions of a 128-image training step took on one core (float32, AVX2). Measured
+    2026-11-29 (one label fold on Fashion-MNIST 10,000 with 400 seeds, float32, two folds at once
+    on 2 cores): the student trained in 133 s instead of 168 s (two 24-filter convolutions) and
+    was as accurate (0.826 against 0.820; perfect-threshold coverage 0.517 against 0.516). The
+    whole label stage on that sample (50 seeds per class, benchmarks/bench_label.py, same machine
+    and day) took 455 s against 752 s with two 24-filter convolutions and about 880 s with the
+    earlier two 32-filter ones, at accuracy 0.835 against 0.845 (0.852 for the 32-filter network
+    on another float32 machine) and coverage 0.460 against 0.486: about a point, twice what
+    rounding alone moves a run (0.848 against 0.852), for the label stage's 10 minutes on a CPU
+    without native bfloat16.
     """
     filters = width
     convolutions = 1
