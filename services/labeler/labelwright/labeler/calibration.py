@@ -103,9 +103,10 @@ def acceptance_thresholds(confidence: np.ndarray, predicted: np.ndarray, held_co
     """
     effective = target
     pool = eligible[predicted] if len(predicted) else np.zeros(0, dtype=bool)
+    by_class = [confidence[predicted == c] for c in range(len(eligible))]  # both loops below, every round
     for _ in range(rounds):
         if per_class:
-            thresholds = np.array([class_threshold(confidence[predicted == c], effective) if ok else float("inf")
+            thresholds = np.array([class_threshold(by_class[c], effective) if ok else float("inf")
                                    for c, ok in enumerate(eligible)])
         else:
             thresholds = np.where(eligible, class_threshold(confidence[pool], effective), float("inf"))
@@ -116,14 +117,14 @@ def acceptance_thresholds(confidence: np.ndarray, predicted: np.ndarray, held_co
         effective = 1 - (1 - effective) * step
     class_effective = np.where(eligible, effective, np.nan)
     for c in np.nonzero(eligible)[0]:
-        held_mine, mine = held_predicted == c, confidence[predicted == c]
+        held_mine = held_predicted == c
         for _ in range(rounds):
             accepted = held_mine & (held_confidence >= thresholds[c])
             errors = int((held_truth[accepted] != c).sum())
             if errors < 2 or not too_many_errors(errors, int(accepted.sum()), target, alpha):
                 break
             class_effective[c] = 1 - (1 - class_effective[c]) * step
-            thresholds[c] = max(thresholds[c], class_threshold(mine, class_effective[c]))
+            thresholds[c] = max(thresholds[c], class_threshold(by_class[c], class_effective[c]))
     return thresholds, effective, class_effective
 
 
