@@ -195,6 +195,55 @@ def test_accepted_labels_meet_the_target_and_a_flipped_seed_is_flagged(tmp_path,
     assert len(issues) <= 5, "a handful of flags among 100 seeds, not a flood"
 
 
+def test_wrong_seed_labels_that_hold_back_acceptance_are_named(tmp_path, digits_dir, monkeypatch):
+    """Ten of the 100 seed labels are wrong. The held-out check counts them as model errors and
+    tightens the target; the summary must say which file lists the suspects. The folds are a
+    stand-in model that knows the true digit of 96% of the items (no TensorFlow); the rest of the
+    stage (calibration, thresholds, confident learning, outputs) is real."""
+    import shutil
+
+    from labelwright.labeler import stage
+    from sklearn.datasets import load_digits
+
+    truth = load_digits().target
+    names: list[str] = []
+    real_load = stage.load_pixels
+
+    def load_pixels(store, ref):
+        found, pixels = real_load(store, ref)
+        names[:] = found
+        return found, pixels
+
+    def folds_that_know_the_digits(views_args, jobs, workers, progress):
+        rng = np.random.default_rng(len(jobs))
+        true = truth[[int(name[-8:-4]) for name in names]]
+        out = []
+        for _ in jobs:
+            guess = np.where(rng.random(len(true)) < 0.96, true, rng.integers(0, 10, len(true)))
+            logits = rng.normal(0.0, 1.0, (len(true), 10))
+            sure = np.where(guess == true, rng.uniform(6.0, 16.0, len(true)), rng.uniform(0.0, 3.0, len(true)))
+            logits[np.arange(len(true)), guess] += sure  # sure where right, unsure where wrong
+            out.append(softmax(logits))
+        return out
+
+    monkeypatch.setattr(stage, "load_pixels", load_pixels)
+    monkeypatch.setattr(stage, "_run_folds", folds_that_know_the_digits)
+    source = tmp_path / "in"
+    shutil.copytree(digits_dir, source)
+    flipped = set()
+    for digit, wrong in [(d, sorted((source / str(d)).iterdir())[0]) for d in range(10)]:  # one per class
+        wrong.rename(source / str((digit + 1) % 10) / wrong.name)
+        flipped.add(f"{(digit + 1) % 10}/{wrong.name}")
+    store = _label(tmp_path, source)
+    summary = store.get_json("label/summary.json")
+    issues = {r["file_name"] for r in store.get_csv("label/label_issues.csv")}
+    assert len(issues & flipped) >= 8, "the wrong seed labels are flagged"
+    assert summary["effective_target_precision"] > 0.98
+    tightened = [w for w in summary["warnings"] if w.startswith("held-out seeds disagreed")]
+    assert tightened and f"{len(issues)} seed labels look wrong" in tightened[0]
+    assert "label/label_issues.csv" in tightened[0]
+
+
 @pytest.mark.slow
 def test_no_seeds_or_one_class_fails_readably(tmp_path, digits_dir):
     import shutil

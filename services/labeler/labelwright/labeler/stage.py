@@ -271,9 +271,15 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     threshold_of, effective, class_effective = acceptance_thresholds(
         confidence, predicted, oof_conf, oof_pred, y_seed, eligible, target, per_class=acceptance == "per_class")
     oof_accepted = oof_conf >= threshold_of[oof_pred]
+    issue_rows = [{"file_name": seed_names[i], "given_label": classes[y_seed[i]], "suggested_label": classes[s],
+                   "score": f"{score:.6f}"} for i, s, score in label_issues(oof_probs, y_seed)
+                  if human[seed_names[i]][1] == "human"]
     if effective > target:
+        suspects = (f"; {len(issue_rows)} seed labels look wrong to the model (label/label_issues.csv), and a wrong "
+                    "seed label counts as a model error here: correct those that are wrong (review answers) and "
+                    "run again") if issue_rows else ""
         warnings.append(f"held-out seeds disagreed with the calibrated confidences, so auto-acceptance "
-                        f"asks for an estimated precision of {effective:.4f} instead of {target}")
+                        f"asks for an estimated precision of {effective:.4f} instead of {target}{suspects}")
     warnings += [f"held-out seeds predicted as {name!r} disagreed with the calibrated confidences, so its labels are "
                  f"auto-accepted only where they alone reach an estimated precision of {class_effective[c]:.4f}"
                  for c, name in enumerate(classes) if eligible[c] and class_effective[c] > effective]
@@ -320,10 +326,6 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     order = queued[_review_order(confidence[queued], predicted[queued], seeds_per_class)] if len(queued) else queued
     review_rows = [{"file_name": rest_names[i], "suggested_label": classes[predicted[i]],
                     "confidence": f"{confidence[i]:.6f}", "priority": p} for p, i in enumerate(order, 1)]
-
-    issue_rows = [{"file_name": seed_names[i], "given_label": classes[y_seed[i]], "suggested_label": classes[s],
-                   "score": f"{score:.6f}"} for i, s, score in label_issues(oof_probs, y_seed)
-                  if human[seed_names[i]][1] == "human"]
 
     n_accepted = int(accepted.sum())
     predictor = "a student CNN trained on those labels predicts" if views.student_steps > 0 else "no student"
