@@ -195,13 +195,12 @@ def test_accepted_labels_meet_the_target_and_a_flipped_seed_is_flagged(tmp_path,
     assert len(issues) <= 5, "a handful of flags among 100 seeds, not a flood"
 
 
-def test_wrong_seed_labels_that_hold_back_acceptance_are_named(tmp_path, digits_dir, monkeypatch):
-    """Ten of the 100 seed labels are wrong. The held-out check counts them as model errors and
-    tightens the target; the summary must say which file lists the suspects. The folds are a
-    stand-in model that knows the true digit of 96% of the items (no TensorFlow); the rest of the
-    stage (calibration, thresholds, confident learning, outputs) is real."""
-    import shutil
-
+def _stand_in_folds(monkeypatch, right: float, sure_if_right: tuple[float, float]) -> None:
+    """Replace the label stage's fold training (TensorFlow) with a stand-in model that knows the
+    true digit of a share ``right`` of the items (the digits fixture's file digit_<i>.png is
+    scikit-learn's item i), with logit margins drawn from ``sure_if_right`` where it is right and
+    from (0, 3) where it is wrong. Everything after the folds (calibration, thresholds, confident
+    learning, outputs) stays real."""
     from labelwright.labeler import stage
     from sklearn.datasets import load_digits
 
@@ -214,20 +213,28 @@ def test_wrong_seed_labels_that_hold_back_acceptance_are_named(tmp_path, digits_
         names[:] = found
         return found, pixels
 
-    def folds_that_know_the_digits(views_args, jobs, workers, progress):
+    def folds(views_args, jobs, workers, progress):
         rng = np.random.default_rng(len(jobs))
         true = truth[[int(name[-8:-4]) for name in names]]
         out = []
         for _ in jobs:
-            guess = np.where(rng.random(len(true)) < 0.96, true, rng.integers(0, 10, len(true)))
+            guess = np.where(rng.random(len(true)) < right, true, rng.integers(0, 10, len(true)))
             logits = rng.normal(0.0, 1.0, (len(true), 10))
-            sure = np.where(guess == true, rng.uniform(6.0, 16.0, len(true)), rng.uniform(0.0, 3.0, len(true)))
-            logits[np.arange(len(true)), guess] += sure  # sure where right, unsure where wrong
+            sure = np.where(guess == true, rng.uniform(*sure_if_right, len(true)), rng.uniform(0.0, 3.0, len(true)))
+            logits[np.arange(len(true)), guess] += sure
             out.append(softmax(logits))
         return out
 
     monkeypatch.setattr(stage, "load_pixels", load_pixels)
-    monkeypatch.setattr(stage, "_run_folds", folds_that_know_the_digits)
+    monkeypatch.setattr(stage, "_run_folds", folds)
+
+
+def test_wrong_seed_labels_that_hold_back_acceptance_are_named(tmp_path, digits_dir, monkeypatch):
+    """Ten of the 100 seed labels are wrong. The held-out check counts them as model errors and
+    tightens the target; the summary must say which file lists the suspects."""
+    import shutil
+
+    _stand_in_folds(monkeypatch, right=0.96, sure_if_right=(6.0, 16.0))
     source = tmp_path / "in"
     shutil.copytree(digits_dir, source)
     flipped = set()
@@ -242,6 +249,15 @@ def test_wrong_seed_labels_that_hold_back_acceptance_are_named(tmp_path, digits_
     tightened = [w for w in summary["warnings"] if w.startswith("held-out seeds disagreed")]
     assert tightened and f"{len(issues)} seed labels look wrong" in tightened[0]
     assert "label/label_issues.csv" in tightened[0]
+
+
+def test_a_run_that_accepts_nothing_says_why(tmp_path, digits_dir, monkeypatch):
+    """A model right on half the items, and no surer where it is right: nothing can reach 98%."""
+    _stand_in_folds(monkeypatch, right=0.5, sure_if_right=(0.0, 3.0))
+    store = _label(tmp_path, digits_dir)
+    summary = store.get_json("label/summary.json")
+    assert summary["accepted"] == 0 and summary["needs_review"] == 200
+    assert any(w.startswith("no label was auto-accepted") and "label/review.csv" in w for w in summary["warnings"])
 
 
 @pytest.mark.slow

@@ -285,6 +285,11 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
                  for c, name in enumerate(classes) if eligible[c] and class_effective[c] > effective]
     thresholds = dict(zip(classes, threshold_of.tolist(), strict=True))
     accepted = confidence >= threshold_of[predicted] if len(predicted) else np.zeros(0, dtype=bool)
+    if len(predicted) and eligible.any() and not accepted.any():
+        warnings.append(f"no label was auto-accepted: even the most confident ones (calibrated confidence up to "
+                        f"{confidence.max():.4f}) do not reach an estimated precision of {effective:.4g} together; "
+                        "answer the first items of label/review.csv (and any seed in label/label_issues.csv), "
+                        "then run again, or lower the target precision")
 
     per_class = {}
     for c, name in enumerate(classes):
