@@ -24,11 +24,12 @@ accurate, perfect-threshold coverage 0.598): a second student taught by the firs
 2020), through a tf.data pipeline whose hard-label baseline reached 0.837 / 0.543: 0.833 / 0.537
 soft, 0.833 / 0.543 mixup, 0.829 / 0.519 both. One fold retrained another way moves by that much.
 Every seed gets an out-of-fold prediction from the fold that held it out; the temperature
-(Guo et al., 2017), the calibration error and the label issues come from those. The unlabelled
-items get the geometric mean of the k folds' predictions: unlike the arithmetic mean it keeps the
-sharpness of one fold model, so the temperature fitted on single-fold predictions still fits
-(the arithmetic mean left confidences too low: coverage 0.74 instead of 0.87 on digits at the
-same precision). Acceptance thresholds come from the calibrated confidences: by default one for
+(Guo et al., 2017) and the calibration error come from those of the human seeds (review answers
+are picked by uncertainty, see ``run``), the label issues and the held-out check from all seeds.
+The unlabelled items get the geometric mean of the k folds' predictions: unlike the arithmetic
+mean it keeps the sharpness of one fold model, so the temperature fitted on single-fold
+predictions still fits (the arithmetic mean left confidences too low: coverage 0.74 instead of
+0.87 on digits at the same precision). Acceptance thresholds come from the calibrated confidences: by default one for
 all classes, chosen for the target over all accepted labels; ``acceptance=per_class`` asks each
 class to meet the target on its own. Either way a class whose own held-out seeds above its
 threshold hold too many errors gets a stricter threshold (see ``calibration.acceptance_thresholds``).
@@ -259,7 +260,15 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         oof_mix[held_idx] = probs[seed_rows[held_idx]]
         rest_log += log_probabilities(probs[rest_rows]) / k
     oof_log = log_probabilities(oof_mix)
-    temperature = fit_temperature(oof_log, y_seed)
+    # The temperature is fitted on the seeds a person chose, not on review answers: the queue hands
+    # out the least confident items first, a sample chosen by confidence, and temperature scaling
+    # fitted on it fits the uncertain region at the cost of the confident one, where acceptance
+    # happens (README, "What a review pass buys"). Review answers still train the folds and count
+    # in the held-out check. A run whose labels all came from review calibrates on all of them.
+    calibrating = np.array([human[n][1] == "human" for n in seed_names])
+    if not calibrating.any():
+        calibrating[:] = True
+    temperature = fit_temperature(oof_log[calibrating], y_seed[calibrating])
     oof_probs = cnn.softmax(oof_log, temperature)
     rest_probs = cnn.softmax(rest_log, temperature)
     predicted, confidence = rest_probs.argmax(axis=1), rest_probs.max(axis=1)
@@ -317,7 +326,8 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         warnings.append(f"only {held_out_accepted} held-out seeds lie above the thresholds ({held_out_errors} "
                         f"wrong): they bound the error rate of auto-accepted labels at {error_upper:.1%} (95%), not "
                         f"at the {1 - target:.1%} the target allows, so the estimated precision rests on the "
-                        "calibration alone; review more labels before relying on auto-acceptance")
+                        "calibration alone; label more images picked at random (as seed labels: review answers "
+                        "train the model but do not calibrate it) before relying on auto-acceptance")
 
     base = f"{task.prefix}label/"
     label_rows = [{"file_name": n, "label": human[n][0], "confidence": "1.0", "source": human[n][1],
@@ -344,6 +354,7 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         "thresholds": {c: _finite(t) for c, t in thresholds.items()},
         "effective_target_precision": effective,
         "temperature": temperature,
+        "calibration_labels": int(calibrating.sum()),
         "fold_workers": workers,
         "seed_labels": len(seed_names),
         "review_labels": sum(1 for v in human.values() if v[1] == "review"),
@@ -356,7 +367,7 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         "held_out_errors": held_out_errors,
         "error_rate_upper_95": error_upper,
         "held_out_accuracy": _mean(oof_pred == y_seed),
-        "expected_calibration_error": cnn.expected_calibration_error(oof_probs, y_seed),
+        "expected_calibration_error": cnn.expected_calibration_error(oof_probs[calibrating], y_seed[calibrating]),
         "label_issues": len(issue_rows),
         "per_class": per_class,
         "warnings": warnings,
