@@ -266,7 +266,8 @@ def test_review_answers_train_the_folds_but_leave_the_temperature_to_the_seeds(t
     sharpen every confidence, the sure ones as well, which is where acceptance happens (README:
     with 100 answers on Fashion-MNIST, 10 seeds per class, precision 0.970 instead of 0.982).
     Here the stand-in model is right on 97% of the items however sure it is, the same in every
-    fold; 40 answers from the top of the queue must change labels, not the temperature."""
+    fold; 40 answers from the top of the queue must change labels, not the temperature. A seed
+    label confirmed (or corrected) in review still calibrates: the input chose it, not the queue."""
     from labelwright.core.runner import apply_review
     from labelwright.labeler import stage
     from sklearn.datasets import load_digits
@@ -295,12 +296,14 @@ def test_review_answers_train_the_folds_but_leave_the_temperature_to_the_seeds(t
     before = store.get_json("label/summary.json")
     first = [r["file_name"] for r in store.get_csv("label/review.csv")[:40]]
     answers = tmp_path / "answers.csv"
-    answers.write_text("file_name,label\n" + "".join(f"{n},{truth[int(n[-8:-4])]}\n" for n in first))
+    seed = sorted((digits_dir / "3").iterdir())[0]  # a seed label confirmed in review stays a seed
+    answers.write_text("file_name,label\n" + "".join(f"{n},{truth[int(n[-8:-4])]}\n" for n in first)
+                       + f"3/{seed.name},3\n")
     apply_review(answers, out, Settings())
     after = store.get_json("label/summary.json")
     labels = {r["file_name"]: r for r in store.get_csv("labels.csv")}
     assert all(labels[n]["source"] == "review" and labels[n]["label"] == str(truth[int(n[-8:-4])]) for n in first)
-    assert after["review_labels"] == 40 and after["calibration_labels"] == before["calibration_labels"] == 100
+    assert after["review_labels"] == 41 and after["calibration_labels"] == before["calibration_labels"] == 100
     assert after["temperature"] == pytest.approx(before["temperature"])
 
 

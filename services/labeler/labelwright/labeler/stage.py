@@ -260,12 +260,14 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         oof_mix[held_idx] = probs[seed_rows[held_idx]]
         rest_log += log_probabilities(probs[rest_rows]) / k
     oof_log = log_probabilities(oof_mix)
-    # The temperature is fitted on the seeds a person chose, not on review answers: the queue hands
-    # out the least confident items first, a sample chosen by confidence, and temperature scaling
-    # fitted on it fits the uncertain region at the cost of the confident one, where acceptance
-    # happens (README, "What a review pass buys"). Review answers still train the folds and count
-    # in the held-out check. A run whose labels all came from review calibrates on all of them.
-    calibrating = np.array([human[n][1] == "human" for n in seed_names])
+    # The temperature is fitted on the items labelled in the input (a seed corrected through
+    # review stays one), not on items answered from the review queue: the queue hands out the
+    # least confident items first, a sample chosen by confidence, and temperature scaling fitted on
+    # it fits the uncertain region at the cost of the confident one, where acceptance happens
+    # (README, "What a review pass buys"). Queue answers still train the folds and count in the
+    # held-out check. A run whose labels all came from review calibrates on all of them.
+    seeded = {r["file_name"] for r in manifest if r["label"]}
+    calibrating = np.array([n in seeded for n in seed_names])
     if not calibrating.any():
         calibrating[:] = True
     temperature = fit_temperature(oof_log[calibrating], y_seed[calibrating])
@@ -326,8 +328,8 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         warnings.append(f"only {held_out_accepted} held-out seeds lie above the thresholds ({held_out_errors} "
                         f"wrong): they bound the error rate of auto-accepted labels at {error_upper:.1%} (95%), not "
                         f"at the {1 - target:.1%} the target allows, so the estimated precision rests on the "
-                        "calibration alone; label more images picked at random (as seed labels: review answers "
-                        "train the model but do not calibrate it) before relying on auto-acceptance")
+                        "calibration alone; label more images picked at random (as seed labels: answers from the "
+                        "review queue train the model but do not calibrate it) before relying on auto-acceptance")
 
     base = f"{task.prefix}label/"
     label_rows = [{"file_name": n, "label": human[n][0], "confidence": "1.0", "source": human[n][1],
