@@ -195,12 +195,11 @@ def test_accepted_labels_meet_the_target_and_a_flipped_seed_is_flagged(tmp_path,
     assert len(issues) <= 5, "a handful of flags among 100 seeds, not a flood"
 
 
-def _stand_in_folds(monkeypatch, right: float, sure_if_right: tuple[float, float]) -> None:
-    """Replace the label stage's fold training (TensorFlow) with a stand-in model that knows the
-    true digit of a share ``right`` of the items (the digits fixture's file digit_<i>.png is
-    scikit-learn's item i), with logit margins drawn from ``sure_if_right`` where it is right and
-    from (0, 3) where it is wrong. Everything after the folds (calibration, thresholds, confident
-    learning, outputs) stays real."""
+def _replace_folds(monkeypatch, folds_for) -> None:
+    """Replace the label stage's fold training (TensorFlow) with ``folds_for(true, jobs)``, which
+    returns each fold's probabilities for every item given the items' true digits (the digits
+    fixture's file digit_<i>.png is scikit-learn's item i). Everything after the folds
+    (calibration, thresholds, confident learning, outputs) stays real."""
     from labelwright.labeler import stage
     from sklearn.datasets import load_digits
 
@@ -214,8 +213,18 @@ def _stand_in_folds(monkeypatch, right: float, sure_if_right: tuple[float, float
         return found, pixels
 
     def folds(views_args, jobs, workers, progress):
+        return folds_for(truth[[int(name[-8:-4]) for name in names]], jobs)
+
+    monkeypatch.setattr(stage, "load_pixels", load_pixels)
+    monkeypatch.setattr(stage, "_run_folds", folds)
+
+
+def _stand_in_folds(monkeypatch, right: float, sure_if_right: tuple[float, float]) -> None:
+    """A stand-in fold model that knows the true digit of a share ``right`` of the items, with logit
+    margins drawn from ``sure_if_right`` where it is right and from (0, 3) where it is wrong."""
+
+    def folds_for(true, jobs):
         rng = np.random.default_rng(len(jobs))
-        true = truth[[int(name[-8:-4]) for name in names]]
         out = []
         for _ in jobs:
             guess = np.where(rng.random(len(true)) < right, true, rng.integers(0, 10, len(true)))
@@ -225,8 +234,7 @@ def _stand_in_folds(monkeypatch, right: float, sure_if_right: tuple[float, float
             out.append(softmax(logits))
         return out
 
-    monkeypatch.setattr(stage, "load_pixels", load_pixels)
-    monkeypatch.setattr(stage, "_run_folds", folds)
+    _replace_folds(monkeypatch, folds_for)
 
 
 def test_wrong_seed_labels_that_hold_back_acceptance_are_named(tmp_path, digits_dir, monkeypatch):
@@ -269,28 +277,18 @@ def test_review_answers_train_the_folds_but_leave_the_temperature_to_the_seeds(t
     fold; 40 answers from the top of the queue must change labels, not the temperature. A seed
     label confirmed (or corrected) in review still calibrates: the input chose it, not the queue."""
     from labelwright.core.runner import apply_review
-    from labelwright.labeler import stage
     from sklearn.datasets import load_digits
 
     truth = load_digits().target
-    names: list[str] = []
-    real_load = stage.load_pixels
 
-    def load_pixels(store, ref):
-        found, pixels = real_load(store, ref)
-        names[:] = found
-        return found, pixels
-
-    def folds(views_args, jobs, workers, progress):
+    def folds_for(true, jobs):
         rng = np.random.default_rng(0)
-        true = truth[[int(name[-8:-4]) for name in names]]
         guess = np.where(rng.random(len(true)) < 0.97, true, rng.integers(0, 10, len(true)))
         logits = rng.normal(0.0, 1.0, (len(true), 10))
         logits[np.arange(len(true)), guess] += rng.uniform(0.0, 8.0, len(true))
         return [softmax(logits)] * len(jobs)
 
-    monkeypatch.setattr(stage, "load_pixels", load_pixels)
-    monkeypatch.setattr(stage, "_run_folds", folds)
+    _replace_folds(monkeypatch, folds_for)
     out = tmp_path / "out"
     store = _label(tmp_path, digits_dir)
     before = store.get_json("label/summary.json")
