@@ -24,15 +24,16 @@ accurate, perfect-threshold coverage 0.598): a second student taught by the firs
 2020), through a tf.data pipeline whose hard-label baseline reached 0.837 / 0.543: 0.833 / 0.537
 soft, 0.833 / 0.543 mixup, 0.829 / 0.519 both. One fold retrained another way moves by that much.
 Every seed gets an out-of-fold prediction from the fold that held it out; the temperature
-(Guo et al., 2017) and the calibration error come from those of the human seeds (review answers
-are picked by uncertainty, see ``run``), the label issues and the held-out check from all seeds.
-The unlabelled items get the geometric mean of the k folds' predictions: unlike the arithmetic
-mean it keeps the sharpness of one fold model, so the temperature fitted on single-fold
-predictions still fits (the arithmetic mean left confidences too low: coverage 0.74 instead of
-0.87 on digits at the same precision). Acceptance thresholds come from the calibrated confidences: by default one for
-all classes, chosen for the target over all accepted labels; ``acceptance=per_class`` asks each
-class to meet the target on its own. Either way a class whose own held-out seeds above its
-threshold hold too many errors gets a stricter threshold (see ``calibration.acceptance_thresholds``).
+(Guo et al., 2017) and the calibration error come from those of the items labelled in the input
+(not of items answered from the review queue, which picks them by uncertainty; see ``run``), the
+label issues and the held-out check from all seeds. The unlabelled items get the geometric mean
+of the k folds' predictions: unlike the arithmetic mean it keeps the sharpness of one fold model,
+so the temperature fitted on single-fold predictions still fits (the arithmetic mean left
+confidences too low: coverage 0.74 instead of 0.87 on digits at the same precision). Acceptance
+thresholds come from the calibrated confidences: by default one for all classes, chosen for the
+target over all accepted labels; ``acceptance=per_class`` asks each class to meet the target on
+its own. Either way a class whose own held-out seeds above its threshold hold too many errors
+gets a stricter threshold (see ``calibration.acceptance_thresholds``).
 """
 
 from __future__ import annotations
