@@ -226,6 +226,7 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     names, pixels = load_pixels(store, task.inputs["preprocess.pixels"])
 
     human = {r["file_name"]: (r["label"], "human") for r in manifest if r["label"]}
+    seeded = set(human)  # labelled in the input, whatever review answers say of them below
     if "review.answers" in task.inputs:
         for row in read_csv_bytes(store.read_ref(task.inputs["review.answers"])):
             if row.get("label"):
@@ -267,7 +268,6 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     # it fits the uncertain region at the cost of the confident one, where acceptance happens
     # (README, "What a review pass buys"). Queue answers still train the folds and count in the
     # held-out check. A run whose labels all came from review calibrates on all of them.
-    seeded = {r["file_name"] for r in manifest if r["label"]}
     calibrating = np.array([n in seeded for n in seed_names])
     if not calibrating.any():
         calibrating[:] = True
