@@ -20,3 +20,24 @@ def test_label_warnings_are_printed_as_written_even_with_brackets(tmp_path, caps
     printed = capsys.readouterr().err
     for warning in warnings:
         assert f"warning: {warning}" in printed
+
+
+def test_every_job_parameter_the_readme_lists_is_accepted():
+    """The README's parameter table is what a user types after ``--param`` (or posts as ``params``):
+    each name there must pass the job-parameter check the CLI and the API apply."""
+    import re
+    from pathlib import Path
+
+    import pytest
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("| parameter | default | meaning |"):]
+    table = table[: table.index("\n\n")]
+    names = [name for row in table.splitlines()[2:] for name in re.findall(r"`(\w+)`", row.split("|")[1])]
+    assert {"target_precision", "acceptance", "precision", "label_workers"} <= set(names)
+    for name in names:
+        assert name in cli.JobParams.model_fields, f"README lists {name!r}, the job-parameter check rejects it"
+    with pytest.raises(Exception, match="per_klass"):
+        cli._job_params(None, None, None, None, ["acceptance=per_klass"])
+    assert cli._job_params(None, None, None, None, ["acceptance=per_class", "label_workers=1"]) == {
+        "acceptance": "per_class", "label_workers": 1}

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .settings import Precision
+
 SCHEMA_VERSION = 1
 
 ArtifactRef = str
@@ -52,6 +54,9 @@ class JobParams(BaseModel):
     label_steps: int | None = Field(default=None, ge=1)
     student_steps: int | None = Field(default=None, ge=0)
     neighbours: int | None = Field(default=None, ge=1, le=100)
+    acceptance: Literal["overall", "per_class"] | None = None
+    precision: Precision | None = None
+    label_workers: int | None = Field(default=None, ge=0)
     batch_size: int | None = Field(default=None, ge=1)
     patience: int | None = Field(default=None, ge=1)
     shard_size: int | None = Field(default=None, ge=1)
