@@ -77,6 +77,9 @@ def scenario(name: str, images, labels, per_class: int, flip_fraction: float, pa
         accepted = np.array([labelled[n]["status"] == "accepted" for n in rest])
         flagged = {r["file_name"] for r in run.store.get_csv("label/label_issues.csv")}
         flipped_names = {n for n in truth_by_name if n.startswith("c") and int(n[1:n.index("/")]) != truth_by_name[n]}
+        summary = run.store.get_json("label/summary.json")
+        print(f"{name}: effort {summary['effort']} ({summary['effort_estimate']}), "
+              f"label stage {seconds:.0f} s", flush=True)
         rows.append({"scenario": name, "method": "labelwright", "seconds": seconds,
                      **scores(truth, predicted, confidence, accepted), **issue_scores(flagged, flipped_names)})
 

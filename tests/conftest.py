@@ -18,7 +18,8 @@ from labelwright.core.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-FAST_PARAMS = {"image_size": 16, "epochs": 4, "label_steps": 40, "student_steps": 10, "folds": 3}
+FAST_PARAMS = {"image_size": 16, "epochs": 4, "label_steps": 40, "student_steps": 10, "folds": 3,
+               "label_effort": "standard"}
 """Job parameters that keep real TensorFlow training to seconds in tests."""
 
 

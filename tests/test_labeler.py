@@ -145,7 +145,8 @@ def test_stage_labels_everything_keeps_seeds_and_never_accepts_thin_classes(tmp_
     shutil.copytree(digits_dir, source)
     for extra in sorted((source / "9").iterdir())[3:]:
         extra.rename(source / f"was9_{extra.name}")  # class 9 keeps only 3 seeds
-    store = _label(tmp_path, source, {"label_workers": 2})  # folds in two processes
+    # folds in two processes, the effort chosen on training costs measured in one of them
+    store = _label(tmp_path, source, {"label_workers": 2, "label_effort": "auto", "label_time_budget": 1e6})
     labels = store.get_csv("labels.csv")
     assert len(labels) == 300 and set(labels[0]) == {"file_name", "label", "confidence", "source", "status"}
     seeds = [r for r in labels if r["source"] == "human"]
@@ -159,6 +160,10 @@ def test_stage_labels_everything_keeps_seeds_and_never_accepts_thin_classes(tmp_
     assert summary["accepted"] > 0 and summary["error_rate_upper_95"] > 0.02
     assert any("held-out seeds lie above the thresholds" in w for w in summary["warnings"])
     assert summary["fold_workers"] == 2
+    assert summary["effort"] == "high" and summary["teacher_cnns"] == 3
+    costs = summary["effort_estimate"]["costs"]
+    assert set(costs) == {"model", "step32", "step128", "epoch"} and all(0 <= cost < 5 for cost in costs.values())
+    assert costs["step32"] > 0 and costs["step128"] > 0 and costs["model"] > 0
     review = store.get_csv("label/review.csv")
     assert len(review) == summary["needs_review"] and [int(r["priority"]) for r in review] == list(
         range(1, len(review) + 1))
@@ -195,11 +200,13 @@ def test_accepted_labels_meet_the_target_and_a_flipped_seed_is_flagged(tmp_path,
     assert len(issues) <= 5, "a handful of flags among 100 seeds, not a flood"
 
 
-def _replace_folds(monkeypatch, folds_for) -> None:
+def _replace_folds(monkeypatch, folds_for, costs: dict[str, float] | None = None) -> None:
     """Replace the label stage's fold training (TensorFlow) with ``folds_for(true, jobs)``, which
     returns each fold's probabilities for every item given the items' true digits (the digits
-    fixture's file digit_<i>.png is scikit-learn's item i). Everything after the folds
-    (calibration, thresholds, confident learning, outputs) stays real."""
+    fixture's file digit_<i>.png is scikit-learn's item i); ``costs`` stand for the measured cost
+    of training where the effort is chosen by estimate. Everything after the folds (calibration,
+    thresholds, confident learning, outputs) stays real."""
+    costs = costs or {"model": 1.3, "step32": 0.01, "step128": 0.025, "epoch": 0.02}
     from labelwright.labeler import stage
     from sklearn.datasets import load_digits
 
@@ -212,8 +219,9 @@ def _replace_folds(monkeypatch, folds_for) -> None:
         names[:] = found
         return found, pixels
 
-    def folds(views_args, jobs, workers, progress):
-        return folds_for(truth[[int(name[-8:-4]) for name in names]], jobs)
+    def folds(views_args, jobs, workers, progress, effort):
+        chosen = effort if isinstance(effort, str) else effort(costs)
+        return chosen, folds_for(truth[[int(name[-8:-4]) for name in names]], jobs)
 
     monkeypatch.setattr(stage, "load_pixels", load_pixels)
     monkeypatch.setattr(stage, "_run_folds", folds)
@@ -235,6 +243,28 @@ def _stand_in_folds(monkeypatch, right: float, sure_if_right: tuple[float, float
         return out
 
     _replace_folds(monkeypatch, folds_for)
+
+
+def test_auto_effort_trains_more_only_where_its_estimate_fits_the_time_budget(tmp_path, digits_dir, monkeypatch):
+    """``label_effort=auto`` estimates from measured training costs how long each effort would take
+    and takes the high one only where its estimate is within 60% of ``label_time_budget``."""
+    from labelwright.labeler import stage
+
+    _stand_in_folds(monkeypatch, right=0.95, sure_if_right=(4.0, 8.0))
+    params = {"label_effort": "auto", "student_steps": 600, "label_workers": 2}
+    summary = _label(tmp_path / "a", digits_dir, params).get_json("label/summary.json")
+    seconds = summary["effort_estimate"]["seconds"]
+    # 3 folds, 2 at once; per fold one teacher CNN on at most 67 seeds (FAST_PARAMS' 40 steps of
+    # 32: 20 epochs of 3 steps) and a student on all 300 items (30 epochs, the clip, of 3 steps)
+    teacher = 1.3 + 20 * (3 * 0.01 + 0.02)
+    student = 1.3 + 30 * (3 * 0.025 + 0.02)
+    assert seconds["standard"] == pytest.approx(3 / 2 * (teacher + student + 2 * 300 / 128 * 0.025 / 3), abs=0.1)
+    assert seconds["high"] > seconds["standard"] and summary["effort"] == "high"
+    assert (summary["teacher_cnns"], summary["student_steps"]) == (3, 600)  # the explicit student_steps wins
+    assert "3 small CNNs averaged" in summary["method"]
+    tight = _label(tmp_path / "b", digits_dir, {**params, "label_time_budget": seconds["high"] / 0.6 - 1})
+    assert tight.get_json("label/summary.json")["effort"] == "standard"
+    assert stage.EFFORTS["standard"]["teacher_cnns"] == tight.get_json("label/summary.json")["teacher_cnns"] == 1
 
 
 def test_wrong_seed_labels_that_hold_back_acceptance_are_named(tmp_path, digits_dir, monkeypatch):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .settings import Precision
+from .settings import Effort, Precision
 
 SCHEMA_VERSION = 1
 
@@ -57,6 +57,9 @@ class JobParams(BaseModel):
     acceptance: Literal["overall", "per_class"] | None = None
     precision: Precision | None = None
     label_workers: int | None = Field(default=None, ge=0)
+    label_effort: Effort | None = None
+    label_time_budget: float | None = Field(default=None, gt=0)
+    teacher_cnns: int | None = Field(default=None, ge=1, le=10)
     batch_size: int | None = Field(default=None, ge=1)
     patience: int | None = Field(default=None, ge=1)
     shard_size: int | None = Field(default=None, ge=1)

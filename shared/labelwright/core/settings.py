@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Precision = Literal["auto", "float32", "bfloat16"]
+Effort = Literal["auto", "standard", "high"]
 """Arithmetic of the small CNN (``labelwright.core.cnn.dtype_policy``)."""
 
 
@@ -46,6 +47,11 @@ class Settings(BaseSettings):
     label_workers: int = Field(
         default=0, ge=0, description="processes that train the label stage's folds side by side; 0: cores + 1 "
                                      "(at most the folds), 1: all folds in the stage's own process")
+    label_effort: Effort = Field(
+        default="auto", description="how much the label stage trains; auto: high where its estimated time fits "
+                                    "well inside label_time_budget")
+    label_time_budget: float = Field(default=600.0, gt=0, description="seconds the label stage should take at most "
+                                                                      "(guides label_effort=auto)")
 
     @property
     def api_key_set(self) -> frozenset[str]:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
@@ -64,6 +65,11 @@ LABEL_FIELDS = ["file_name", "label", "confidence", "source", "status"]
 REVIEW_FIELDS = ["file_name", "suggested_label", "confidence", "priority"]
 ISSUE_FIELDS = ["file_name", "given_label", "suggested_label", "score"]
 MIN_SEEDS_TO_ACCEPT = 5
+EFFORTS = {  # per fold: teacher CNNs averaged, student training steps (batches of 128)
+    "standard": {"teacher_cnns": 1, "student_steps": 600},
+    "high": {"teacher_cnns": 3, "student_steps": 1500},
+}
+AUTO_BUDGET_SHARE = 0.6  # ``auto`` takes the high effort where its estimate is within this share of the budget
 ACCEPTANCE = ("overall", "per_class")  # the target holds for all accepted labels together, or per class
 
 
@@ -93,40 +99,85 @@ class _Views:
         self.backbone = params.get("backbone", "small")
         self.weights = params.get("weights")
         self.steps = int(params.get("label_steps", 1000))
-        self.student_steps = int(params.get("student_steps", 600))
         self.neighbours = int(params.get("neighbours", 7))
         self.flip = bool(params.get("flip", False))
         self.precision = str(params.get("precision", precision))
+        self.params = params
 
     def _model(self, seed: int):
         return cnn.build_model(self.x_all.shape[1:], self.n_classes, backbone=self.backbone,
                                weights=self.weights, flip=self.flip, seed=seed, precision=self.precision)
 
-    def fold(self, train_rows: np.ndarray, train_y: np.ndarray, fold: int) -> np.ndarray:
-        """Probabilities for every item, learning only from ``train_rows`` (indices into x_all)."""
-        teacher = self.teacher(train_rows, train_y, fold)
-        if self.student_steps <= 0:
-            return teacher
-        return self.student(train_rows, train_y, teacher, fold)
+    def levels(self, effort: str) -> tuple[int, int]:
+        """Teacher CNNs per fold and student steps at ``effort``; explicit job parameters win."""
+        level = EFFORTS[effort]
+        return (int(self.params.get("teacher_cnns", level["teacher_cnns"])),
+                int(self.params.get("student_steps", level["student_steps"])))
 
-    def teacher(self, train_rows: np.ndarray, train_y: np.ndarray, fold: int) -> np.ndarray:
+    def fold(self, train_rows: np.ndarray, train_y: np.ndarray, fold: int, effort: str = "standard") -> np.ndarray:
+        """Probabilities for every item, learning only from ``train_rows`` (indices into x_all)."""
+        cnns, student_steps = self.levels(effort)
+        teacher = self.teacher(train_rows, train_y, fold, cnns)
+        if student_steps <= 0:
+            return teacher
+        return self.student(train_rows, train_y, teacher, fold, student_steps)
+
+    def fold_seconds(self, n_train: int, effort: str, costs: dict[str, float]) -> float:
+        """Estimated seconds of one fold's training at ``effort`` from measured ``costs``: its
+        networks' builds, their steps and epochs, and their predictions for every item."""
+        cnns, student_steps = self.levels(effort)
+        n = len(self.x_all)
+        teacher_epochs = _epochs_for(n_train, 32, self.steps)
+        seconds = cnns * (costs["model"] + teacher_epochs * (np.ceil(n_train / 32) * costs["step32"] + costs["epoch"]))
+        if student_steps > 0:
+            student_epochs = _epochs_for(n, 128, student_steps, low=1, high=30)
+            seconds += costs["model"] + student_epochs * (np.ceil(n / 128) * costs["step128"] + costs["epoch"])
+        return float(seconds + (cnns + 1) * n / 128 * costs["step128"] / 3)  # a prediction: ~1/3 of a step
+
+    def training_costs(self) -> dict[str, float]:
+        """What training this job's network costs here, in seconds: building it and its first
+        step (``model``), a step on 32 or 128 of its images (``step32``, ``step128``), an epoch's
+        bookkeeping (``epoch``). Timed on short fits of the network on the job's own images."""
+        rows = np.arange(1280) % len(self.x_all)
+        x, y = self.x_all[rows], rows % self.n_classes
+
+        def timed(model, n: int, batch: int, epochs: int = 1) -> float:
+            started = time.perf_counter()
+            cnn.fit(model, x[:n], y[:n], epochs=epochs, batch_size=batch)
+            return time.perf_counter() - started
+
+        costs = {}
+        for batch in (32, 128):
+            started = time.perf_counter()
+            model = self._model(self.seed)
+            first = timed(model, batch, batch) + time.perf_counter() - started
+            costs[f"step{batch}"] = timed(model, 10 * batch, batch) / 10
+        costs["epoch"] = max(0.0, timed(model, 128, 128, epochs=5) / 5 - costs["step128"])
+        costs["model"] = max(0.0, first - costs["step128"] - costs["epoch"])
+        return costs
+
+    def teacher(self, train_rows: np.ndarray, train_y: np.ndarray, fold: int, cnns: int = 1) -> np.ndarray:
         import keras
 
-        model = self._model(self.seed + fold)
-        x_train = self.x_all[train_rows]
-        cnn.fit(model, x_train, train_y, epochs=_epochs_for(len(x_train), 32, self.steps), batch_size=32)
-        embedder = keras.Model(model.inputs, model.get_layer("logits").input)
-        embedding = np.asarray(embedder.predict(self.x_all, batch_size=512, verbose=0), dtype=np.float64)
-        kernel, bias = model.get_layer("logits").get_weights()
-        logits = embedding @ kernel + bias
-        embedding /= np.linalg.norm(embedding, axis=1, keepdims=True) + 1e-12
         labels = np.full(len(self.x_all), -1)
         labels[train_rows] = train_y
-        views = [cnn.softmax(logits), _spread(self.pixels, labels, self.n_classes, self.neighbours),
-                 _spread(embedding, labels, self.n_classes, self.neighbours)]
+        x_train = self.x_all[train_rows]
+        networks, spreads = [], []
+        for i in range(cnns):
+            model = self._model(self.seed + fold + 1000 * i)
+            cnn.fit(model, x_train, train_y, epochs=_epochs_for(len(x_train), 32, self.steps), batch_size=32)
+            embedder = keras.Model(model.inputs, model.get_layer("logits").input)
+            embedding = np.asarray(embedder.predict(self.x_all, batch_size=512, verbose=0), dtype=np.float64)
+            kernel, bias = model.get_layer("logits").get_weights()
+            networks.append(cnn.softmax(embedding @ kernel + bias))
+            embedding /= np.linalg.norm(embedding, axis=1, keepdims=True) + 1e-12
+            spreads.append(_spread(embedding, labels, self.n_classes, self.neighbours))
+        views = [np.mean(networks, axis=0), _spread(self.pixels, labels, self.n_classes, self.neighbours),
+                 np.mean(spreads, axis=0)]
         return np.mean(views, axis=0)
 
-    def student(self, train_rows: np.ndarray, train_y: np.ndarray, teacher: np.ndarray, fold: int) -> np.ndarray:
+    def student(self, train_rows: np.ndarray, train_y: np.ndarray, teacher: np.ndarray, fold: int,
+                steps: int) -> np.ndarray:
         """A fresh CNN trained with augmentation and dropout on the fold's seeds plus the teacher's
         hard labels for every other item (held-out seeds included, so their predictions stay out
         of fold). The seeds are weighted up to count a quarter as much as the pseudo-labels in
@@ -139,7 +190,7 @@ class _Views:
         weight = np.ones(len(x), dtype=np.float32)
         weight[: len(train_rows)] = max(1.0, others.sum() / len(train_rows) / 4)
         model = self._model(self.seed + 100 + fold)
-        cnn.fit(model, x, y, epochs=_epochs_for(len(x), 128, self.student_steps, low=1, high=30), batch_size=128,
+        cnn.fit(model, x, y, epochs=_epochs_for(len(x), 128, steps, low=1, high=30), batch_size=128,
                 sample_weight=weight)
         return cnn.softmax(cnn.predict_logits(model, self.x_all))
 
@@ -160,8 +211,12 @@ def _start_fold_worker(views_args: tuple, threads: int) -> None:
     _WORKER["views"] = _Views(*views_args)
 
 
-def _fold_in_worker(train_rows: np.ndarray, train_y: np.ndarray, fold: int) -> np.ndarray:
-    return _WORKER["views"].fold(train_rows, train_y, fold)
+def _fold_in_worker(train_rows: np.ndarray, train_y: np.ndarray, fold: int, effort: str) -> np.ndarray:
+    return _WORKER["views"].fold(train_rows, train_y, fold, effort)
+
+
+def _costs_in_worker() -> dict[str, float]:
+    return _WORKER["views"].training_costs()
 
 
 def fold_workers(requested: int, folds: int) -> int:
@@ -173,8 +228,11 @@ def fold_workers(requested: int, folds: int) -> int:
 
 
 def _run_folds(views_args: tuple, jobs: list[tuple[np.ndarray, np.ndarray]], workers: int,
-               progress: Progress | None) -> list[np.ndarray]:
-    """Every fold's probabilities for all items, in fold order.
+               progress: Progress | None, effort: str | Callable[[dict[str, float]], str],
+               ) -> tuple[str, list[np.ndarray]]:
+    """Every fold's probabilities for all items, in fold order, and the effort they were trained
+    at: ``effort`` names one of ``EFFORTS``, or is a function from what training costs where the
+    folds train (``_Views.training_costs``) to one, called once before training.
 
     With more than one worker the folds train in separate processes with one thread each: a
     small CNN keeps only ~1.25 of 2 cores busy (Keras steps on batches of 32-128 images
@@ -193,12 +251,14 @@ def _run_folds(views_args: tuple, jobs: list[tuple[np.ndarray, np.ndarray]], wor
 
     if workers <= 1:
         views = _Views(*views_args)
-        return collected(views.fold(rows, y, f) for f, (rows, y) in enumerate(jobs))
+        chosen = effort if isinstance(effort, str) else effort(views.training_costs())
+        return chosen, collected(views.fold(rows, y, f, chosen) for f, (rows, y) in enumerate(jobs))
     threads = max(1, round(usable_cores() / workers))
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_fold_worker,
                              initargs=(views_args, threads)) as pool:
-        futures = [pool.submit(_fold_in_worker, rows, y, f) for f, (rows, y) in enumerate(jobs)]
-        return collected(future.result() for future in futures)
+        chosen = effort if isinstance(effort, str) else effort(pool.submit(_costs_in_worker).result())
+        futures = [pool.submit(_fold_in_worker, rows, y, f, chosen) for f, (rows, y) in enumerate(jobs)]
+        return chosen, collected(future.result() for future in futures)
 
 
 def _review_order(confidence: np.ndarray, predicted: np.ndarray, seeds_per_class: np.ndarray) -> np.ndarray:
@@ -255,7 +315,23 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     seed_rows = np.array([position[n] for n in seed_names], dtype=int)
     rest_rows = np.array([position[n] for n in rest_names], dtype=int)
     workers = fold_workers(int(params.get("label_workers", settings.label_workers)), k)
-    fold_probs = _run_folds(views_args, [(seed_rows[train], y_seed[train]) for train, _ in folds], workers, progress)
+    effort = str(params.get("label_effort", settings.label_effort))
+    if effort != "auto" and effort not in EFFORTS:
+        raise StageError(f"unknown label_effort {effort!r}; choose auto or one of {', '.join(EFFORTS)}")
+    budget = float(params.get("label_time_budget", settings.label_time_budget))
+    estimate: dict[str, dict[str, float]] = {}
+
+    def choose(costs: dict[str, float]) -> str:
+        """The high effort where its estimated time fits the budget with room to spare."""
+        parallel = min(workers, usable_cores())
+        n_train = max(len(train) for train, _ in folds)
+        estimate["seconds"] = {name: round(k / parallel * views.fold_seconds(n_train, name, costs), 1)
+                               for name in EFFORTS}
+        estimate["costs"] = {name: round(value, 5) for name, value in costs.items()}
+        return "high" if estimate["seconds"]["high"] <= AUTO_BUDGET_SHARE * budget else "standard"
+
+    effort, fold_probs = _run_folds(views_args, [(seed_rows[train], y_seed[train]) for train, _ in folds], workers,
+                                    progress, choose if effort == "auto" else effort)
     oof_mix = np.zeros((len(seed_names), len(classes)))
     rest_log = np.zeros((len(rest_names), len(classes)))
     for (_, held_idx), probs in zip(folds, fold_probs, strict=True):
@@ -346,11 +422,13 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
                     "confidence": f"{confidence[i]:.6f}", "priority": p} for p, i in enumerate(order, 1)]
 
     n_accepted = int(accepted.sum())
-    predictor = "a student CNN trained on those labels predicts" if views.student_steps > 0 else "no student"
+    teacher_cnns, student_steps = views.levels(effort)
+    predictor = "a student CNN trained on those labels predicts" if student_steps > 0 else "no student"
     summary = {
         "target_precision": target,
         "acceptance": acceptance,
-        "method": f"{k}-fold cross-fitting; per fold a teacher ({views.backbone} CNN, label spreading over "
+        "method": f"{k}-fold cross-fitting; per fold a teacher ({_count(teacher_cnns, views.backbone + ' CNN')}, "
+                  "label spreading over "
                   f"pixels and over the CNN embedding) labels every item, {predictor}; geometric mean over folds; "
                   f"temperature scaling; {'per-class thresholds' if acceptance == 'per_class' else 'one threshold'}",
         "classes": classes,
@@ -359,6 +437,10 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         "temperature": temperature,
         "calibration_labels": int(calibrating.sum()),
         "fold_workers": workers,
+        "effort": effort,
+        "teacher_cnns": teacher_cnns,
+        "student_steps": student_steps,
+        "effort_estimate": estimate,
         "seed_labels": len(seed_names),
         "review_labels": sum(1 for v in human.values() if v[1] == "review"),
         "unlabelled": len(rest_names),
@@ -396,6 +478,10 @@ def _stratified_folds(y: np.ndarray, k: int, seed: int):
         idx = rng.permutation(np.nonzero(y == c)[0])
         fold_of[idx] = (np.arange(len(idx)) + rng.integers(k)) % k
     return [(np.nonzero(fold_of != f)[0], np.nonzero(fold_of == f)[0]) for f in range(k)]
+
+
+def _count(n: int, noun: str) -> str:
+    return noun if n == 1 else f"{n} {noun}s averaged"
 
 
 def _finite(value: float) -> float | None:
