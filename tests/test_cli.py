@@ -41,3 +41,16 @@ def test_every_job_parameter_the_readme_lists_is_accepted():
         cli._job_params(None, None, None, None, ["acceptance=per_klass"])
     assert cli._job_params(None, None, None, None, ["acceptance=per_class", "label_workers=1"]) == {
         "acceptance": "per_class", "label_workers": 1}
+
+
+def test_every_setting_is_documented_in_env_example_and_loads_from_it():
+    """README: "All settings are environment variables, documented in .env.example"."""
+    import re
+    from pathlib import Path
+
+    from labelwright.core.settings import Settings
+
+    example = Path(__file__).resolve().parents[1] / ".env.example"
+    names = set(re.findall(r"^LABELWRIGHT_(\w+)=", example.read_text(), re.M))
+    assert names == {field.upper() for field in Settings.model_fields}
+    assert Settings(_env_file=example).label_effort == "auto"

@@ -265,6 +265,10 @@ def test_auto_effort_trains_more_only_where_its_estimate_fits_the_time_budget(tm
     tight = _label(tmp_path / "b", digits_dir, {**params, "label_time_budget": seconds["high"] / 0.6 - 1})
     assert tight.get_json("label/summary.json")["effort"] == "standard"
     assert stage.EFFORTS["standard"]["teacher_cnns"] == tight.get_json("label/summary.json")["teacher_cnns"] == 1
+    assert not any("label_time_budget" in w for w in tight.get_json("label/summary.json")["warnings"])
+    over = _label(tmp_path / "c", digits_dir, {**params, "label_time_budget": seconds["standard"] / 2})
+    assert any(f"estimated at {seconds['standard']:.0f} s even at the standard effort" in w
+               for w in over.get_json("label/summary.json")["warnings"])
 
 
 def test_wrong_seed_labels_that_hold_back_acceptance_are_named(tmp_path, digits_dir, monkeypatch):

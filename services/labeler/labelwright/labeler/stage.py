@@ -3,7 +3,8 @@ only what meets the target precision, queue the rest for review, flag seed label
 
 Method (chosen by measurement, see benchmarks/bench_label.py): k-fold cross-fitting over the human
 labels. In each fold,
-  1. a teacher averages three views learnt from the fold's seeds: a small CNN, label spreading
+  1. a teacher averages three views learnt from the fold's seeds: a small CNN (the mean of three
+     at the high effort, below), label spreading
      (Zhou et al., 2004; scikit-learn's kNN ``LabelSpreading``) over the pixels, and label
      spreading over the CNN's embedding (graph propagation on deep features, in the spirit of
      Iscen et al., 2019, "Label Propagation for Deep Semi-supervised Learning");
@@ -23,6 +24,14 @@ accurate, perfect-threshold coverage 0.598): a second student taught by the firs
 0.844 / 0.554); test-time shifts (0.845 / 0.594); soft pseudo-labels and mixup (Arazo et al.,
 2020), through a tf.data pipeline whose hard-label baseline reached 0.837 / 0.543: 0.833 / 0.537
 soft, 0.833 / 0.543 mixup, 0.829 / 0.519 both. One fold retrained another way moves by that much.
+How much each fold trains depends on what the machine affords (``label_effort``): the standard
+effort (one teacher CNN, 600 student steps) fits the label stage's 10 minutes on a 2-core float32
+CPU (Fashion-MNIST 10,000 in 510-564 s); the high effort (three teacher CNNs averaged, 1,500
+student steps) took 222 s on a 2-core CPU with native bfloat16, where the standard one took 86 s,
+and lifted accuracy from 0.839 to 0.851 (50 seeds per class) and 0.976 to 0.985 (digits, 10 seeds
+per class). ``auto`` times a short fit of the job's own network where the folds train, estimates
+both efforts' time from it (within 20% of the measured stage times on digits and Fashion-MNIST)
+and takes the high one where its estimate is within 60% of ``label_time_budget``.
 Every seed gets an out-of-fold prediction from the fold that held it out; the temperature
 (Guo et al., 2017) and the calibration error come from those of the items labelled in the input
 (not of items answered from the review queue, which picks them by uncertainty; see ``run``), the
@@ -355,6 +364,10 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     eligible = seeds_per_class >= MIN_SEEDS_TO_ACCEPT
     warnings = [f"class {name!r} has only {seeds_per_class[c]} seed labels (fewer than {MIN_SEEDS_TO_ACCEPT}): "
                 "none of its predictions is auto-accepted" for c, name in enumerate(classes) if not eligible[c]]
+    if estimate and estimate["seconds"]["standard"] > budget:
+        warnings.append(f"training was estimated at {estimate['seconds']['standard']:.0f} s even at the standard "
+                        f"effort, over the label_time_budget of {budget:.0f} s: fewer folds, label_steps or "
+                        "student_steps shorten it")
     oof_pred, oof_conf = oof_probs.argmax(axis=1), oof_probs.max(axis=1)
     threshold_of, effective, class_effective = acceptance_thresholds(
         confidence, predicted, oof_conf, oof_pred, y_seed, eligible, target, per_class=acceptance == "per_class")
