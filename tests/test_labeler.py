@@ -302,6 +302,30 @@ def test_a_run_that_accepts_nothing_says_why(tmp_path, digits_dir, monkeypatch):
     assert any(w.startswith("no label was auto-accepted") and "label/review.csv" in w for w in summary["warnings"])
 
 
+def test_an_image_unlike_every_seed_is_never_auto_accepted_however_sure_the_model(tmp_path, digits_dir, monkeypatch):
+    """The held-out seeds are what calibration is checked on; an unlabelled image farther from every
+    seed than any of them was from its fold's seeds (here: a digit with its colours inverted) goes
+    to review even where the model is sure of it, and the summary says why."""
+    import shutil
+
+    from PIL import Image, ImageOps
+
+    source = tmp_path / "in"
+    shutil.copytree(digits_dir, source)
+    odd = sorted(source.glob("digit_*.png"))[0]
+    ImageOps.invert(Image.open(odd).convert("L")).save(odd)
+    _stand_in_folds(monkeypatch, right=1.0, sure_if_right=(8.0, 10.0))  # right and sure on every item
+    store = _label(tmp_path, source)
+    status = {r["file_name"]: r["status"] for r in store.get_csv("labels.csv")}
+    summary = store.get_json("label/summary.json")
+    assert status[odd.name] == "needs_review"
+    assert odd.name in {r["file_name"] for r in store.get_csv("label/review.csv")}
+    assert 1 <= summary["beyond_seed_reach"] <= 10, "the inverted digit, and only a few ordinary ones"
+    assert summary["accepted"] >= 190
+    assert any(w.startswith(f"{summary['beyond_seed_reach']} confident labels are not auto-accepted")
+               for w in summary["warnings"])
+
+
 def test_review_answers_train_the_folds_but_leave_the_temperature_to_the_seeds(tmp_path, digits_dir, monkeypatch):
     """The review queue hands out the least confident items first, and a model is often right on
     those more often than its low confidence says. Fitted on them too, the temperature would
