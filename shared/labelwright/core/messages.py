@@ -17,6 +17,9 @@ from .settings import Effort, Precision
 
 SCHEMA_VERSION = 1
 
+Acceptance = Literal["overall", "per_class"]
+"""The label stage's target holds for all auto-accepted labels together, or for each class."""
+
 ArtifactRef = str
 """A reference to one object: ``s3://bucket/key`` or ``file:///absolute/path``."""
 
@@ -54,7 +57,7 @@ class JobParams(BaseModel):
     label_steps: int | None = Field(default=None, ge=1)
     student_steps: int | None = Field(default=None, ge=0)
     neighbours: int | None = Field(default=None, ge=1, le=100)
-    acceptance: Literal["overall", "per_class"] | None = None
+    acceptance: Acceptance | None = None
     precision: Precision | None = None
     label_workers: int | None = Field(default=None, ge=0)
     label_effort: Effort | None = None

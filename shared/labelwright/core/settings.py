@@ -9,8 +9,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Precision = Literal["auto", "float32", "bfloat16"]
-Effort = Literal["auto", "standard", "high"]
 """Arithmetic of the small CNN (``labelwright.core.cnn.dtype_policy``)."""
+Effort = Literal["auto", "standard", "high"]
+"""How much the label stage trains (``labelwright.labeler.stage.EFFORTS``; auto: by estimate)."""
 
 
 class Settings(BaseSettings):

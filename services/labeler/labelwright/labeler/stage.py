@@ -53,11 +53,12 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
+from typing import get_args
 
 import numpy as np
 from labelwright.core import cnn
 from labelwright.core.images import load_pixels, model_input
-from labelwright.core.messages import StageResult, Task
+from labelwright.core.messages import Acceptance, StageResult, Task
 from labelwright.core.pipeline import Progress, StageError, usable_cores
 from labelwright.core.settings import Settings
 from labelwright.core.storage import Store, read_csv_bytes
@@ -79,7 +80,7 @@ EFFORTS = {  # per fold: teacher CNNs averaged, student training steps (batches 
     "high": {"teacher_cnns": 3, "student_steps": 1500},
 }
 AUTO_BUDGET_SHARE = 0.6  # ``auto`` takes the high effort where its estimate is within this share of the budget
-ACCEPTANCE = ("overall", "per_class")  # the target holds for all accepted labels together, or per class
+ACCEPTANCE: tuple[str, ...] = get_args(Acceptance)
 
 
 def _epochs_for(n: int, batch_size: int, steps: int, low: int = 15, high: int = 300) -> int:
@@ -387,8 +388,9 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
                  f"auto-accepted only where they alone reach an estimated precision of {class_effective[c]:.4f}"
                  for c, name in enumerate(classes) if eligible[c] and class_effective[c] > effective]
     thresholds = dict(zip(classes, threshold_of.tolist(), strict=True))
-    accepted = reached & (confidence >= threshold_of[predicted]) if len(predicted) else np.zeros(0, dtype=bool)
-    held_back = int((~reached & (confidence >= threshold_of[predicted])).sum()) if len(predicted) else 0
+    sure = confidence >= threshold_of[predicted] if len(predicted) else np.zeros(0, dtype=bool)
+    accepted = reached & sure
+    held_back = int((~reached & sure).sum())
     if held_back:
         warnings.append(f"{held_back} confident labels are not auto-accepted: their images lie farther from every "
                         "seed than any held-out seed lay from the seeds it was checked against, where the "
