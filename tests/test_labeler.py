@@ -165,8 +165,8 @@ def test_stage_labels_everything_keeps_seeds_and_never_accepts_thin_classes(tmp_
     assert set(costs) == {"model", "step32", "step128", "epoch"} and all(0 <= cost < 5 for cost in costs.values())
     assert costs["step32"] > 0 and costs["step128"] > 0 and costs["model"] > 0
     review = store.get_csv("label/review.csv")
-    assert len(review) == summary["needs_review"] and [int(r["priority"]) for r in review] == list(
-        range(1, len(review) + 1))
+    assert len(review) == summary["needs_review"] + summary["audit"]["accepted_in_queue"]
+    assert [int(r["priority"]) for r in review] == list(range(1, len(review) + 1))
     for name in ("coverage", "estimated_precision", "error_rate_upper_95", "expected_calibration_error"):
         assert name in summary
 
@@ -332,8 +332,9 @@ def test_review_answers_train_the_folds_but_leave_the_temperature_to_the_seeds(t
     sharpen every confidence, the sure ones as well, which is where acceptance happens (README:
     with 100 answers on Fashion-MNIST, 10 seeds per class, precision 0.970 instead of 0.982).
     Here the stand-in model is right on 97% of the items however sure it is, the same in every
-    fold; 40 answers from the top of the queue must change labels, not the temperature. A seed
-    label confirmed (or corrected) in review still calibrates: the input chose it, not the queue."""
+    fold; 40 answers from the top of the queue (its audit items aside, see below) must change
+    labels, not the temperature. A seed label confirmed (or corrected) in review still
+    calibrates: the input chose it, not the queue."""
     from labelwright.core.runner import apply_review
     from sklearn.datasets import load_digits
 
@@ -350,7 +351,7 @@ def test_review_answers_train_the_folds_but_leave_the_temperature_to_the_seeds(t
     out = tmp_path / "out"
     store = _label(tmp_path, digits_dir)
     before = store.get_json("label/summary.json")
-    first = [r["file_name"] for r in store.get_csv("label/review.csv")[:40]]
+    first = [r["file_name"] for i, r in enumerate(store.get_csv("label/review.csv")[:50]) if (i + 1) % 5][:40]
     answers = tmp_path / "answers.csv"
     seed = sorted((digits_dir / "3").iterdir())[0]  # a seed label confirmed in review stays a seed
     answers.write_text("file_name,label\n" + "".join(f"{n},{truth[int(n[-8:-4])]}\n" for n in first)
@@ -422,3 +423,45 @@ def test_bfloat16_cnn_learns_and_its_saved_model_gives_the_same_float32_logits(t
     model.save(tmp_path / "model.keras")
     reloaded = cnn.load_model(str(tmp_path / "model.keras"))
     np.testing.assert_allclose(cnn.predict_logits(reloaded, x), logits, rtol=1e-5, atol=1e-5)
+
+
+def test_the_review_queue_hands_out_a_random_audit_sample_whose_answers_calibrate(tmp_path, digits_dir,
+                                                                                  monkeypatch):
+    """Answers to the queue's uncertain items must not calibrate (above), which left a user with
+    few seeds no way to firm up the promise inside the loop. Every fifth place of the queue goes
+    to an audit sample instead: images picked at random, auto-accepted ones included, the same
+    on every run over the input; answers to them calibrate like seed labels."""
+    from labelwright.core.runner import apply_review
+    from sklearn.datasets import load_digits
+
+    truth = load_digits().target
+
+    def folds_for(true, jobs):
+        rng = np.random.default_rng(0)
+        guess = np.where(rng.random(len(true)) < 0.9, true, (true + 1) % 10)
+        logits = rng.normal(0.0, 1.0, (len(true), 10))
+        logits[np.arange(len(true)), guess] += rng.uniform(2.0, 10.0, len(true))
+        return [softmax(logits)] * len(jobs)
+
+    _replace_folds(monkeypatch, folds_for)
+    store = _label(tmp_path, digits_dir, {"review_audit_share": 0.1})
+    before = store.get_json("label/summary.json")
+    review = store.get_csv("label/review.csv")
+    status = {r["file_name"]: r["status"] for r in store.get_csv("labels.csv")}
+    audit = [r["file_name"] for i, r in enumerate(review) if (i + 1) % 5 == 0][:20]
+    assert before["audit"] == {"share": 0.1, "sample": 20, "answered": 0, "in_queue": 20,
+                               "accepted_in_queue": sum(status[n] == "accepted" for n in audit)}
+    assert 0 < before["audit"]["accepted_in_queue"] < 20  # a sample of all items, not of the unsure ones
+    assert len(review) == before["needs_review"] + before["audit"]["accepted_in_queue"]
+    others = [r["file_name"] for i, r in enumerate(review[:25]) if (i + 1) % 5]
+    assert all(status[n] == "needs_review" for n in others)
+
+    answers = tmp_path / "answers.csv"
+    answers.write_text("file_name,label\n" + "".join(f"{n},{truth[int(n[-8:-4])]}\n" for n in audit[:12] + others))
+    apply_review(answers, tmp_path / "out", Settings())
+    after = store.get_json("label/summary.json")
+    assert after["review_labels"] == 32 and after["calibration_labels"] == before["calibration_labels"] + 12
+    assert after["audit"] == {**after["audit"], "sample": 20, "answered": 12, "in_queue": 8}
+    assert after["temperature"] != pytest.approx(before["temperature"])
+    queue = [r["file_name"] for r in store.get_csv("label/review.csv")]
+    assert [queue[i] for i in range(4, 40, 5)] == audit[12:]  # the same sample, its unanswered rest

@@ -63,6 +63,7 @@ class JobParams(BaseModel):
     label_effort: Effort | None = None
     label_time_budget: float | None = Field(default=None, gt=0)
     teacher_cnns: int | None = Field(default=None, ge=1, le=10)
+    review_audit_share: float | None = Field(default=None, ge=0, lt=1)
     batch_size: int | None = Field(default=None, ge=1)
     patience: int | None = Field(default=None, ge=1)
     shard_size: int | None = Field(default=None, ge=1)

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
                                     "well inside label_time_budget")
     label_time_budget: float = Field(default=600.0, gt=0, description="seconds the label stage should take at most "
                                                                       "(guides label_effort=auto)")
+    review_audit_share: float = Field(
+        default=0.02, ge=0, lt=1, description="share of the unlabelled images the review queue hands out as a "
+                                              "random audit sample, whose answers calibrate; 0: none")
 
     @property
     def api_key_set(self) -> frozenset[str]:

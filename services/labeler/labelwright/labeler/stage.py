@@ -34,7 +34,8 @@ both efforts' time from it (within 20% of the measured stage times on digits and
 and takes the high one where its estimate is within 60% of ``label_time_budget``.
 Every seed gets an out-of-fold prediction from the fold that held it out; the temperature
 (Guo et al., 2017) and the calibration error come from those of the items labelled in the input
-(not of items answered from the review queue, which picks them by uncertainty; see ``run``), the
+and of the review queue's random audit sample (not of the other items answered from the queue,
+which picks them by uncertainty; see ``run`` and ``_audit_sample``), the
 label issues and the held-out check from all seeds. The unlabelled items get the geometric mean
 of the k folds' predictions: unlike the arithmetic mean it keeps the sharpness of one fold model,
 so the temperature fitted on single-fold predictions still fits (the arithmetic mean left
@@ -47,6 +48,8 @@ gets a stricter threshold (see ``calibration.acceptance_thresholds``).
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import time
 from collections import Counter
@@ -80,6 +83,7 @@ EFFORTS = {  # per fold: teacher CNNs averaged, student training steps (batches 
     "high": {"teacher_cnns": 3, "student_steps": 1500},
 }
 AUTO_BUDGET_SHARE = 0.6  # ``auto`` takes the high effort where its estimate is within this share of the budget
+AUDIT_EVERY = 5  # every fifth place of the review queue, from the top, goes to the next audit item
 ACCEPTANCE: tuple[str, ...] = get_args(Acceptance)
 
 
@@ -303,6 +307,9 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
                 human[row["file_name"]] = (row["label"].strip(), "review")
     known = {r["file_name"] for r in manifest}
     human = {k: v for k, v in human.items() if k in known}
+    audit_share = float(params.get("review_audit_share", settings.review_audit_share))
+    audit = _audit_sample([r["file_name"] for r in manifest if r["file_name"] not in seeded], audit_share)
+    audited = set(audit)
     seed_counts = Counter(label for label, _ in human.values())
     if not human:
         raise StageError("no seed labels: put some images in one sub-folder per class, or give a labels.csv")
@@ -349,12 +356,13 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         rest_log += log_probabilities(probs[rest_rows]) / k
     oof_log = log_probabilities(oof_mix)
     # The temperature is fitted on the items labelled in the input (a seed corrected through
-    # review stays one), not on items answered from the review queue: the queue hands out the
-    # least confident items first, a sample chosen by confidence, and temperature scaling fitted on
-    # it fits the uncertain region at the cost of the confident one, where acceptance happens
-    # (README, "What a review pass buys"). Queue answers still train the folds and count in the
-    # held-out check. A run whose labels all came from review calibrates on all of them.
-    calibrating = np.array([n in seeded for n in seed_names])
+    # review stays one) and on answered items of the audit sample (a random sample, see
+    # ``_audit_sample``), not on the other items answered from the review queue: the queue hands
+    # out the least confident items first, a sample chosen by confidence, and temperature scaling
+    # fitted on it fits the uncertain region at the cost of the confident one, where acceptance
+    # happens (README, "What a review pass buys"). Queue answers still train the folds and count
+    # in the held-out check. A run whose labels all came from review calibrates on all of them.
+    calibrating = np.array([n in seeded or n in audited for n in seed_names])
     if not calibrating.any():
         calibrating[:] = True
     temperature = fit_temperature(oof_log[calibrating], y_seed[calibrating])
@@ -427,8 +435,10 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         warnings.append(f"only {held_out_accepted} held-out seeds lie above the thresholds ({held_out_errors} "
                         f"wrong): they bound the error rate of auto-accepted labels at {error_upper:.1%} (95%), not "
                         f"at the {1 - target:.1%} the target allows, so the estimated precision rests on the "
-                        "calibration alone; label more images picked at random (as seed labels: answers from the "
-                        "review queue train the model but do not calibrate it) before relying on auto-acceptance")
+                        "calibration alone; before relying on auto-acceptance, answer the audit items of "
+                        f"label/review.csv (every {AUDIT_EVERY}th from the top: a random sample whose answers "
+                        "calibrate, where other answers from the queue train the model but do not) or label more "
+                        "images picked at random as seed labels")
 
     base = f"{task.prefix}label/"
     label_rows = [{"file_name": n, "label": human[n][0], "confidence": "1.0", "source": human[n][1],
@@ -438,8 +448,11 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
                            "source": "model", "status": "accepted" if accepted[i] else "needs_review"})
     label_rows.sort(key=lambda r: r["file_name"])
 
-    queued = np.nonzero(~accepted)[0]
+    in_audit = np.array([n in audited for n in rest_names], dtype=bool)
+    queued = np.nonzero(~accepted & ~in_audit)[0]
     order = queued[_review_order(confidence[queued], predicted[queued], seeds_per_class)] if len(queued) else queued
+    rest_index = {n: i for i, n in enumerate(rest_names)}
+    order = _interleave(order, np.array([rest_index[n] for n in audit if n in rest_index], dtype=int), AUDIT_EVERY)
     review_rows = [{"file_name": rest_names[i], "suggested_label": classes[predicted[i]],
                     "confidence": f"{confidence[i]:.6f}", "priority": p} for p, i in enumerate(order, 1)]
 
@@ -458,6 +471,8 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         "effective_target_precision": effective,
         "temperature": temperature,
         "calibration_labels": int(calibrating.sum()),
+        "audit": {"share": audit_share, "sample": len(audit), "answered": sum(1 for n in audit if n in human),
+                  "in_queue": int(in_audit.sum()), "accepted_in_queue": int((in_audit & accepted).sum())},
         "fold_workers": workers,
         "effort": effort,
         "teacher_cnns": teacher_cnns,
@@ -513,6 +528,33 @@ def _within_seed_reach(pixels: np.ndarray, seed_rows: np.ndarray, rest_rows: np.
         return np.zeros(0, dtype=bool)
     reach = max(nearest(seed_rows[held], seed_rows[train]).max() for train, held in folds)
     return nearest(rest_rows, seed_rows) <= reach
+
+
+def _audit_sample(names: list[str], share: float) -> list[str]:
+    """The review queue's audit sample: ``share`` of ``names`` (the images not labelled in the
+    input), picked at random and in a random order, by a hash of each file name, so that every run
+    over the same input picks the same images and a later run knows which answers came from it.
+    The rest of the queue is chosen by the model's uncertainty, and answers to it would bias a
+    calibration (see ``run``); answers to a prefix of this sample are a random sample of the
+    unlabelled images, accepted ones included, and calibrate like seed labels. Where the seeds
+    are few (10 per class), they are what the promise lacks."""
+    if share <= 0 or not names:
+        return []
+    ordered = sorted(names, key=lambda n: hashlib.blake2b(n.encode(), digest_size=8).digest())
+    return ordered[:math.ceil(share * len(names))]
+
+
+def _interleave(main: np.ndarray, inserted: np.ndarray, every: int) -> np.ndarray:
+    """``main`` with ``inserted`` at every ``every``-th place (from place ``every`` on) while any remain."""
+    out, m, i = [], 0, 0
+    while m < len(main) or i < len(inserted):
+        if m == len(main) or (i < len(inserted) and (len(out) + 1) % every == 0):
+            out.append(inserted[i])
+            i += 1
+        else:
+            out.append(main[m])
+            m += 1
+    return np.array(out, dtype=int)
 
 
 def _stratified_folds(y: np.ndarray, k: int, seed: int):
