@@ -58,6 +58,12 @@ def test_run_writes_every_output_and_quarantines_a_corrupt_image(tmp_path, digit
     assert [r["file_name"] for r in rejected] == ["truncated.png"] and "truncated" in rejected[0]["reason"]
     labels = list(csv.DictReader((out / "labels.csv").open()))
     assert len(labels) == 300 and "truncated.png" not in {r["file_name"] for r in labels}
+    label = json.loads((out / "label/summary.json").read_text())
+    queue = list(csv.DictReader((out / "label/review.csv").open()))
+    assert len(queue) == label["needs_review"] + label["audit"]["accepted_in_queue"]
+    said, audited = " ".join(done.stderr.split()), label["audit"]["accepted_in_queue"]
+    assert f"{label['needs_review']} queued for review" in said
+    assert (f"(and {audited} auto-accepted images of its random audit sample)" in said) == (audited > 0)
     evaluation = json.loads((out / "evaluate/evaluation.json").read_text())
     assert evaluation["human"]["items"] > 0 and len(evaluation["all"]["confusion_matrix"]) == 10
     summary = json.loads((out / "summary.json").read_text())

@@ -87,8 +87,10 @@ def _print_summary(out: Path) -> None:
     label = out / "label" / "summary.json"
     if label.exists():
         s = json.loads(label.read_text())
+        audited = s.get("audit", {}).get("accepted_in_queue", 0)
+        also = f" (and {audited} auto-accepted images of its random audit sample)" if audited else ""
         console.print(f"labels: {s['accepted']} auto-accepted ({s['coverage']:.1%} coverage) at target precision "
-                      f"{s['target_precision']}, {s['needs_review']} queued for review, "
+                      f"{s['target_precision']}, {s['needs_review']} queued for review{also}, "
                       f"{s['label_issues']} seed labels look wrong")
         for warning in s.get("warnings", []):
             console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
