@@ -448,11 +448,13 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
                            "source": "model", "status": "accepted" if accepted[i] else "needs_review"})
     label_rows.sort(key=lambda r: r["file_name"])
 
-    in_audit = np.array([n in audited for n in rest_names], dtype=bool)
+    rest_index = {n: i for i, n in enumerate(rest_names)}
+    audit_rows = np.array([rest_index[n] for n in audit if n in rest_index], dtype=int)  # unanswered, sample order
+    in_audit = np.zeros(len(rest_names), dtype=bool)
+    in_audit[audit_rows] = True
     queued = np.nonzero(~accepted & ~in_audit)[0]
     order = queued[_review_order(confidence[queued], predicted[queued], seeds_per_class)] if len(queued) else queued
-    rest_index = {n: i for i, n in enumerate(rest_names)}
-    order = _interleave(order, np.array([rest_index[n] for n in audit if n in rest_index], dtype=int), AUDIT_EVERY)
+    order = _interleave(order, audit_rows, AUDIT_EVERY)
     review_rows = [{"file_name": rest_names[i], "suggested_label": classes[predicted[i]],
                     "confidence": f"{confidence[i]:.6f}", "priority": p} for p, i in enumerate(order, 1)]
 
