@@ -93,7 +93,7 @@ def acceptance_thresholds(confidence: np.ndarray, predicted: np.ndarray, held_co
     confidences said 96.4%, and the overall precision came out at 0.968; the held-out seeds
     predicted as T-shirts above the threshold held 2 errors among 32. The check per class lifts
     that run to 0.981 (coverage 0.605 -> 0.567); on six other runs it changed one (0.988 / 0.525
-    -> 0.989 / 0.490; bfloat16, 2026-11-29, README Benchmarks). One error is not enough: a class
+    -> 0.989 / 0.490; bfloat16, 2026-11-29, benchmarks/NOTES.md). One error is not enough: a class
     has only a few held-out seeds above the threshold (about 10 with 10 seeds per class), where
     one error already fails a test at level 0.25, and ten classes tested so give chance many
     tries: on the digits demo one error held back 48 labels of '3' (one of them wrong). With so

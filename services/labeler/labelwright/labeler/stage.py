@@ -431,7 +431,7 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     error_upper = clopper_pearson_upper(held_out_errors, held_out_accepted)
     if accepted.any() and error_upper > 1 - target:
         # With 10 seeds per class the temperature follows the seeds' luck: runs of one scenario met
-        # 0.98 or fell to 0.937 while their held-out seeds looked alike (README, Benchmarks).
+        # 0.98 or fell to 0.937 while their held-out seeds looked alike (benchmarks/NOTES.md).
         warnings.append(f"only {held_out_accepted} held-out seeds lie above the thresholds ({held_out_errors} "
                         f"wrong): they bound the error rate of auto-accepted labels at {error_upper:.1%} (95%), not "
                         f"at the {1 - target:.1%} the target allows, so the estimated precision rests on the "
