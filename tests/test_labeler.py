@@ -465,3 +465,30 @@ def test_the_review_queue_hands_out_a_random_audit_sample_whose_answers_calibrat
     assert after["temperature"] != pytest.approx(before["temperature"])
     queue = [r["file_name"] for r in store.get_csv("label/review.csv")]
     assert [queue[i] for i in range(4, 40, 5)] == audit[12:]  # the same sample, its unanswered rest
+
+
+def test_the_warning_sends_the_user_to_the_audit_items_until_none_is_left(tmp_path, digits_dir, monkeypatch):
+    """100 seeds cannot back 98% (no error in 100 still allows 3%): the warning says what would.
+    While audit items wait in the queue it names them; once all are answered, it asks for random
+    seed labels or a larger audit sample instead of sending the user back to an empty list."""
+    from labelwright.core.runner import apply_review
+    from sklearn.datasets import load_digits
+
+    truth = load_digits().target
+    _stand_in_folds(monkeypatch, right=1.0, sure_if_right=(8.0, 10.0))
+    store = _label(tmp_path, digits_dir, {"review_audit_share": 0.05})
+
+    def advice() -> str:
+        summary = store.get_json("label/summary.json")
+        return next(w for w in summary["warnings"] if "held-out seeds lie above the thresholds" in w)
+
+    assert "answer the audit items of label/review.csv (every 5th from the top" in advice()
+    queue = [r["file_name"] for r in store.get_csv("label/review.csv")]  # the audit sample is in it
+    answers = tmp_path / "answers.csv"
+    answers.write_text("file_name,label\n" + "".join(f"{n},{truth[int(n[-8:-4])]}\n" for n in queue))
+    apply_review(answers, tmp_path / "out", Settings())
+    assert store.get_json("label/summary.json")["audit"] == {
+        "share": 0.05, "sample": 10, "answered": 10, "in_queue": 0, "accepted_in_queue": 0}
+    assert "answer the audit items" not in advice()
+    assert "label more images picked at random as seed labels, or raise review_audit_share" in advice()
+    assert "(all 10 images of this one are answered)" in advice()
