@@ -17,7 +17,7 @@ from labelwright.labeler.calibration import (
     label_issues,
     too_many_errors,
 )
-from labelwright.labeler.stage import fold_workers
+from labelwright.labeler.stage import _interleave, _places, fold_workers
 from scipy.stats import binom
 
 
@@ -467,6 +467,19 @@ def test_the_review_queue_hands_out_a_random_audit_sample_whose_answers_calibrat
     assert [queue[i] for i in range(4, 40, 5)] == audit[12:]  # the same sample, its unanswered rest
 
 
+def test_the_audit_items_places_are_named_as_the_queue_holds_them():
+    """Every fifth place while other items last, then every place."""
+    def places(others: int, audit: int) -> str:
+        order = _interleave(np.arange(others), np.arange(others, others + audit), 5)
+        return _places(order, np.arange(others + audit) >= others, 5)
+
+    assert places(40, 10) == "every 5th place from the top"
+    assert places(37, 34) == "every 5th place from the top, and every place from place 47 on"
+    assert places(4, 1) == "every 5th place from the top"
+    assert places(4, 3) == "every 5th place from the top, and every place from place 6 on"
+    assert places(0, 3) == "every place"
+
+
 def test_the_warning_sends_the_user_to_the_audit_items_until_none_is_left(tmp_path, digits_dir, monkeypatch):
     """100 seeds cannot back 98% (no error in 100 still allows 3%): the warning says what would.
     While audit items wait in the queue it names them; once all are answered, it asks for random
@@ -482,8 +495,12 @@ def test_the_warning_sends_the_user_to_the_audit_items_until_none_is_left(tmp_pa
         summary = store.get_json("label/summary.json")
         return next(w for w in summary["warnings"] if "held-out seeds lie above the thresholds" in w)
 
-    assert "answer the audit items of label/review.csv (every 5th from the top" in advice()
+    # nearly every label is accepted, so the queue runs out of other items and the audit sample
+    # fills its end: the warning says from which place
     queue = [r["file_name"] for r in store.get_csv("label/review.csv")]  # the audit sample is in it
+    first = (len(queue) - 10) // 4 * 5 + (len(queue) - 10) % 4 + 1  # after the last other item
+    assert (f"answer the audit items of label/review.csv (every 5th place from the top, and every place from "
+            f"place {first} on:") in advice()
     answers = tmp_path / "answers.csv"
     answers.write_text("file_name,label\n" + "".join(f"{n},{truth[int(n[-8:-4])]}\n" for n in queue))
     apply_review(answers, tmp_path / "out", Settings())

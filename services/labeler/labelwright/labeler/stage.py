@@ -427,6 +427,14 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
             "held_out_errors": errors,
             "error_rate_upper_95": clopper_pearson_upper(errors, int(oof_mine.sum())),
         }
+    rest_index = {n: i for i, n in enumerate(rest_names)}
+    audit_rows = np.array([rest_index[n] for n in audit if n in rest_index], dtype=int)  # unanswered, sample order
+    in_audit = np.zeros(len(rest_names), dtype=bool)
+    in_audit[audit_rows] = True
+    queued = np.nonzero(~accepted & ~in_audit)[0]
+    order = queued[_review_order(confidence[queued], predicted[queued], seeds_per_class)] if len(queued) else queued
+    order = _interleave(order, audit_rows, AUDIT_EVERY)  # the review queue
+
     held_out_accepted = int(oof_accepted.sum())
     held_out_errors = int((oof_pred[oof_accepted] != y_seed[oof_accepted]).sum())
     error_upper = clopper_pearson_upper(held_out_errors, held_out_accepted)
@@ -434,9 +442,9 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         # With 10 seeds per class the temperature follows the seeds' luck: runs of one scenario met
         # 0.98 or fell to 0.937 while their held-out seeds looked alike (benchmarks/NOTES.md).
         if audit_answered < len(audit):
-            advice = (f"answer the audit items of label/review.csv (every {AUDIT_EVERY}th from the top: a random "
-                      "sample whose answers calibrate, where other answers from the queue train the model but do "
-                      "not) or label more images picked at random as seed labels")
+            advice = (f"answer the audit items of label/review.csv ({_places(order, in_audit, AUDIT_EVERY)}: a "
+                      "random sample whose answers calibrate, where other answers from the queue train the model "
+                      "but do not) or label more images picked at random as seed labels")
         else:  # nothing left to audit: a larger sample (a superset of this one) or random seeds
             advice = ("label more images picked at random as seed labels, or raise review_audit_share to put a "
                       f"{'larger ' if audit else ''}random audit sample into label/review.csv"
@@ -454,13 +462,6 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
                            "source": "model", "status": "accepted" if accepted[i] else "needs_review"})
     label_rows.sort(key=lambda r: r["file_name"])
 
-    rest_index = {n: i for i, n in enumerate(rest_names)}
-    audit_rows = np.array([rest_index[n] for n in audit if n in rest_index], dtype=int)  # unanswered, sample order
-    in_audit = np.zeros(len(rest_names), dtype=bool)
-    in_audit[audit_rows] = True
-    queued = np.nonzero(~accepted & ~in_audit)[0]
-    order = queued[_review_order(confidence[queued], predicted[queued], seeds_per_class)] if len(queued) else queued
-    order = _interleave(order, audit_rows, AUDIT_EVERY)
     review_rows = [{"file_name": rest_names[i], "suggested_label": classes[predicted[i]],
                     "confidence": f"{confidence[i]:.6f}", "priority": p} for p, i in enumerate(order, 1)]
 
@@ -563,6 +564,18 @@ def _interleave(main: np.ndarray, inserted: np.ndarray, every: int) -> np.ndarra
             out.append(main[m])
             m += 1
     return np.array(out, dtype=int)
+
+
+def _places(order: np.ndarray, marked: np.ndarray, every: int) -> str:
+    """Where the ``marked`` items stand in the queue ``order`` (as ``_interleave`` puts them), in
+    words: every ``every``-th place from the top, and every place once the other items ran out."""
+    at = marked[order]
+    irregular = np.nonzero(at & (np.arange(1, len(at) + 1) % every != 0))[0]
+    if not len(irregular):
+        return f"every {every}th place from the top"
+    if irregular[0] == 0:
+        return "every place"
+    return f"every {every}th place from the top, and every place from place {irregular[0] + 1} on"
 
 
 def _stratified_folds(y: np.ndarray, k: int, seed: int):
