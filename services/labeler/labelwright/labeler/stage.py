@@ -310,7 +310,6 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     audit_share = float(params.get("review_audit_share", settings.review_audit_share))
     audit = _audit_sample([r["file_name"] for r in manifest if r["file_name"] not in seeded], audit_share)
     audited = set(audit)
-    audit_answered = sum(1 for n in audit if n in human)
     seed_counts = Counter(label for label, _ in human.values())
     if not human:
         raise StageError("no seed labels: put some images in one sub-folder per class, or give a labels.csv")
@@ -441,14 +440,17 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     if accepted.any() and error_upper > 1 - target:
         # With 10 seeds per class the temperature follows the seeds' luck: runs of one scenario met
         # 0.98 or fell to 0.937 while their held-out seeds looked alike (benchmarks/NOTES.md).
-        if audit_answered < len(audit):
+        if in_audit.any():
             advice = (f"answer the audit items of label/review.csv ({_places(order, in_audit, AUDIT_EVERY)}: a "
                       "random sample whose answers calibrate, where other answers from the queue train the model "
                       "but do not) or label more images picked at random as seed labels")
-        else:  # nothing left to audit: a larger sample (a superset of this one) or random seeds
+        elif audit:  # all answered: a larger sample (a superset of this one) or random seeds
             advice = ("label more images picked at random as seed labels, or raise review_audit_share to put a "
-                      f"{'larger ' if audit else ''}random audit sample into label/review.csv"
-                      + (f" (all {len(audit)} images of this one are answered)" if audit else ""))
+                      f"larger random audit sample into label/review.csv (all {len(audit)} images of this one are "
+                      "answered)")
+        else:
+            advice = ("label more images picked at random as seed labels, or raise review_audit_share to put a "
+                      "random audit sample into label/review.csv")
         warnings.append(f"only {held_out_accepted} held-out seeds lie above the thresholds ({held_out_errors} "
                         f"wrong): they bound the error rate of auto-accepted labels at {error_upper:.1%} (95%), not "
                         f"at the {1 - target:.1%} the target allows, so the estimated precision rests on the "
@@ -480,7 +482,7 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         "effective_target_precision": effective,
         "temperature": temperature,
         "calibration_labels": int(calibrating.sum()),
-        "audit": {"share": audit_share, "sample": len(audit), "answered": audit_answered,
+        "audit": {"share": audit_share, "sample": len(audit), "answered": len(audit) - len(audit_rows),
                   "in_queue": int(in_audit.sum()), "accepted_in_queue": int((in_audit & accepted).sum())},
         "fold_workers": workers,
         "effort": effort,
