@@ -162,7 +162,7 @@ def test_stage_labels_everything_keeps_seeds_and_never_accepts_thin_classes(tmp_
     assert summary["fold_workers"] == 2
     assert summary["effort"] == "high" and summary["teacher_cnns"] == 3
     costs = summary["effort_estimate"]["costs"]
-    assert set(costs) == {"model", "step32", "step128", "epoch"} and all(0 <= cost < 5 for cost in costs.values())
+    assert set(costs) == {"model", "step32", "step128", "epoch"} and all(0 <= cost < 30 for cost in costs.values())
     assert costs["step32"] > 0 and costs["step128"] > 0 and costs["model"] > 0
     review = store.get_csv("label/review.csv")
     assert len(review) == summary["needs_review"] + summary["audit"]["accepted_in_queue"]
@@ -220,7 +220,7 @@ def _replace_folds(monkeypatch, folds_for, costs: dict[str, float] | None = None
         return found, pixels
 
     def folds(views_args, jobs, workers, progress, effort):
-        chosen = effort if isinstance(effort, str) else effort(costs)
+        chosen = effort(costs) if callable(effort) else effort
         return chosen, folds_for(truth[[int(name[-8:-4]) for name in names]], jobs)
 
     monkeypatch.setattr(stage, "load_pixels", load_pixels)
@@ -269,6 +269,44 @@ def test_auto_effort_trains_more_only_where_its_estimate_fits_the_time_budget(tm
     over = _label(tmp_path / "c", digits_dir, {**params, "label_time_budget": seconds["standard"] / 2})
     assert any(f"estimated at {seconds['standard']:.0f} s even at the standard effort" in w
                for w in over.get_json("label/summary.json")["warnings"])
+
+
+def test_auto_effort_drops_the_student_where_even_the_standard_effort_would_overrun_the_budget(
+        tmp_path, digits_dir, monkeypatch):
+    """On a machine too slow for the standard effort within ``label_time_budget``, ``auto`` takes
+    the light one (each fold's teacher, no student) where its estimate fits 90% of the budget, and
+    cuts the teacher's steps as far as it must, never under 30%; past that it says that the
+    budget is overrun even so."""
+    from labelwright.labeler import stage
+
+    _stand_in_folds(monkeypatch, right=0.95, sure_if_right=(4.0, 8.0))
+    params = {key: value for key, value in FAST_PARAMS.items() if key not in ("label_steps", "student_steps")}
+    params |= {"label_effort": "auto", "label_workers": 2}
+
+    def summary_for(name: str, budget: float) -> dict:
+        run = LocalRun(tmp_path / name, Settings(), {**params, "label_time_budget": budget})
+        run.ingest(digits_dir)
+        run.run(("preprocess", "label"))
+        return run.store.get_json("label/summary.json")
+
+    seconds = summary_for("full", 1e6)["effort_estimate"]["seconds"]
+    assert seconds["light"] < seconds["standard"] < seconds["high"]
+    slow = summary_for("slow", seconds["standard"])  # the standard effort fits, but not 90% of the budget
+    assert (slow["effort"], slow["teacher_cnns"], slow["teacher_steps"], slow["student_steps"]) == ("light", 1, 1000, 0)
+    assert slow["effort_estimate"]["step_share"] == 1 and "no student" in slow["method"]
+    assert any(f"estimated at {seconds['standard']:.0f} s, over 90% of the label_time_budget" in w
+               and "(no student)" in w for w in slow["warnings"])
+    assert not any("even at" in w for w in slow["warnings"])
+
+    slower = summary_for("slower", seconds["light"])  # not even the light effort fits 90%
+    share, estimate = slower["effort_estimate"]["step_share"], slower["effort_estimate"]["seconds"]
+    assert stage.MIN_STEP_SHARE <= share < 1 and slower["teacher_steps"] == round(1000 * share)
+    assert estimate["light"] <= 0.9 * seconds["light"] and slower["student_steps"] == 0
+    assert any(f"its teacher CNN trained {share:.0%} of its steps" in w for w in slower["warnings"])
+
+    hopeless = summary_for("hopeless", seconds["light"] / 10)
+    assert hopeless["effort_estimate"]["step_share"] == stage.MIN_STEP_SHARE and hopeless["teacher_steps"] == 300
+    assert any("even at the light effort, over the label_time_budget" in w for w in hopeless["warnings"])
 
 
 def test_wrong_seed_labels_that_hold_back_acceptance_are_named(tmp_path, digits_dir, monkeypatch):

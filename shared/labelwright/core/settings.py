@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Precision = Literal["auto", "float32", "bfloat16"]
 """Arithmetic of the small CNN (``labelwright.core.cnn.dtype_policy``)."""
-Effort = Literal["auto", "standard", "high"]
+Effort = Literal["auto", "light", "standard", "high"]
 """How much the label stage trains (``labelwright.labeler.stage.EFFORTS``; auto: by estimate)."""
 
 
@@ -49,8 +49,9 @@ class Settings(BaseSettings):
         default=0, ge=0, description="processes that train the label stage's folds side by side; 0: cores + 1 "
                                      "(at most the folds), 1: all folds in the stage's own process")
     label_effort: Effort = Field(
-        default="auto", description="how much the label stage trains; auto: high where its estimated time fits "
-                                    "well inside label_time_budget")
+        default="auto", description="how much the label stage trains (light, standard, high); auto: high where "
+                                    "its estimated time fits well inside label_time_budget, light where even "
+                                    "standard would not fit")
     label_time_budget: float = Field(default=600.0, gt=0, description="seconds the label stage should take at most "
                                                                       "(guides label_effort=auto)")
     review_audit_share: float = Field(

@@ -30,8 +30,16 @@ CPU (Fashion-MNIST 10,000 in 510-564 s); the high effort (three teacher CNNs ave
 student steps) took 222 s on a 2-core CPU with native bfloat16, where the standard one took 86 s,
 and lifted accuracy from 0.839 to 0.851 (50 seeds per class) and 0.976 to 0.985 (digits, 10 seeds
 per class). ``auto`` times a short fit of the job's own network where the folds train, estimates
-both efforts' time from it (within 20% of the measured stage times on digits and Fashion-MNIST)
-and takes the high one where its estimate is within 60% of ``label_time_budget``.
+each effort's time from it (within 20% of the measured stage times on digits and Fashion-MNIST,
+and up to 37% under on a noisy probe) and takes the high one where its estimate is within 60% of
+``label_time_budget``. Where even the standard effort's estimate passes 90% of the budget (a
+float32 label stage of the standard effort's cost took 1,029-1,400 s on slow days), it takes the
+light effort: each fold's teacher alone, its CNN trained as large a share of its steps as fits
+(at least 30%). The teacher is what carries the accuracy on a budget: on Fashion-MNIST with 50
+seeds per class (float32, 2026-12-06) the standard effort gave 0.835 / 0.991 / 0.460 (accuracy /
+precision accepted / coverage) in 465 s, the teacher alone 0.835 / 0.991 / 0.411 in 176 s, and
+the standard effort with 55% of its steps (a student of 330 steps, underfit) only 0.812 / 0.991 /
+0.416 in 345 s; three teacher CNNs and no student 0.838 / 0.992 / 0.437 in 552 s.
 Every seed gets an out-of-fold prediction from the fold that held it out; the temperature
 (Guo et al., 2017) and the calibration error come from those of the items labelled in the input
 and of the review queue's random audit sample (not of the other items answered from the queue,
@@ -55,6 +63,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import get_args
 
@@ -79,10 +88,13 @@ REVIEW_FIELDS = ["file_name", "suggested_label", "confidence", "priority"]
 ISSUE_FIELDS = ["file_name", "given_label", "suggested_label", "score"]
 MIN_SEEDS_TO_ACCEPT = 5
 EFFORTS = {  # per fold: teacher CNNs averaged, student training steps (batches of 128)
+    "light": {"teacher_cnns": 1, "student_steps": 0},
     "standard": {"teacher_cnns": 1, "student_steps": 600},
     "high": {"teacher_cnns": 3, "student_steps": 1500},
 }
 AUTO_BUDGET_SHARE = 0.6  # ``auto`` takes the high effort where its estimate is within this share of the budget
+FIT_SHARE = 0.9  # and the light one where the standard one's estimate passes this share of it,
+MIN_STEP_SHARE = 0.3  # with fewer teacher steps (never under this share) where even the light one's does
 AUDIT_EVERY = 5  # every fifth place of the review queue, from the top, goes to the next audit item
 ACCEPTANCE: tuple[str, ...] = get_args(Acceptance)
 
@@ -104,6 +116,19 @@ def _spread(features: np.ndarray, labels: np.ndarray, n_classes: int, neighbours
     return probs / probs.sum(axis=1, keepdims=True)
 
 
+@dataclass(frozen=True)
+class Level:
+    """How much one fold trains: ``effort`` (one of ``EFFORTS``), the teacher CNNs averaged, each
+    one's training steps (batches of 32; ``step_share`` of ``label_steps``) and the student's
+    (batches of 128; 0: no student)."""
+
+    effort: str
+    teacher_cnns: int
+    teacher_steps: int
+    student_steps: int
+    step_share: float = 1.0
+
+
 class _Views:
     """One fold's teacher (a CNN and two label spreadings) and its student."""
 
@@ -112,7 +137,6 @@ class _Views:
         self.pixels = x_all.reshape(len(x_all), -1)
         self.backbone = params.get("backbone", "small")
         self.weights = params.get("weights")
-        self.steps = int(params.get("label_steps", 1000))
         self.neighbours = int(params.get("neighbours", 7))
         self.flip = bool(params.get("flip", False))
         self.precision = str(params.get("precision", precision))
@@ -122,31 +146,32 @@ class _Views:
         return cnn.build_model(self.x_all.shape[1:], self.n_classes, backbone=self.backbone,
                                weights=self.weights, flip=self.flip, seed=seed, precision=self.precision)
 
-    def levels(self, effort: str) -> tuple[int, int]:
-        """Teacher CNNs per fold and student steps at ``effort``; explicit job parameters win."""
+    def level(self, effort: str, step_share: float = 1.0) -> Level:
+        """How much a fold trains at ``effort``, its teacher CNNs trained ``step_share`` of their
+        steps; explicit job parameters win over the effort's, and given steps are never cut."""
         level = EFFORTS[effort]
-        return (int(self.params.get("teacher_cnns", level["teacher_cnns"])),
-                int(self.params.get("student_steps", level["student_steps"])))
+        teacher_steps = int(self.params.get("label_steps", 0)) or max(1, round(1000 * step_share))
+        return Level(effort, int(self.params.get("teacher_cnns", level["teacher_cnns"])), teacher_steps,
+                     int(self.params.get("student_steps", level["student_steps"])), step_share)
 
-    def fold(self, train_rows: np.ndarray, train_y: np.ndarray, fold: int, effort: str = "standard") -> np.ndarray:
+    def fold(self, train_rows: np.ndarray, train_y: np.ndarray, fold: int, level: Level) -> np.ndarray:
         """Probabilities for every item, learning only from ``train_rows`` (indices into x_all)."""
-        cnns, student_steps = self.levels(effort)
-        teacher = self.teacher(train_rows, train_y, fold, cnns)
-        if student_steps <= 0:
+        teacher = self.teacher(train_rows, train_y, fold, level.teacher_cnns, level.teacher_steps)
+        if level.student_steps <= 0:
             return teacher
-        return self.student(train_rows, train_y, teacher, fold, student_steps)
+        return self.student(train_rows, train_y, teacher, fold, level.student_steps)
 
-    def fold_seconds(self, n_train: int, effort: str, costs: dict[str, float]) -> float:
-        """Estimated seconds of one fold's training at ``effort`` from measured ``costs``: its
+    def fold_seconds(self, n_train: int, level: Level, costs: dict[str, float]) -> float:
+        """Estimated seconds of one fold's training at ``level`` from measured ``costs``: its
         networks' builds, their steps and epochs, and their predictions for every item."""
-        cnns, student_steps = self.levels(effort)
-        n = len(self.x_all)
-        teacher_epochs = _epochs_for(n_train, 32, self.steps)
+        cnns, n = level.teacher_cnns, len(self.x_all)
+        teacher_epochs = _epochs_for(n_train, 32, level.teacher_steps)
         seconds = cnns * (costs["model"] + teacher_epochs * (np.ceil(n_train / 32) * costs["step32"] + costs["epoch"]))
-        if student_steps > 0:
-            student_epochs = _epochs_for(n, 128, student_steps, low=1, high=30)
+        if level.student_steps > 0:
+            student_epochs = _epochs_for(n, 128, level.student_steps, low=1, high=30)
             seconds += costs["model"] + student_epochs * (np.ceil(n / 128) * costs["step128"] + costs["epoch"])
-        return float(seconds + (cnns + 1) * n / 128 * costs["step128"] / 3)  # a prediction: ~1/3 of a step
+        predictions = cnns + (level.student_steps > 0)
+        return float(seconds + predictions * n / 128 * costs["step128"] / 3)  # a prediction: ~1/3 of a step
 
     def training_costs(self) -> dict[str, float]:
         """What training this job's network costs here, in seconds: building it and its first
@@ -170,7 +195,7 @@ class _Views:
         costs["model"] = max(0.0, first - costs["step128"] - costs["epoch"])
         return costs
 
-    def teacher(self, train_rows: np.ndarray, train_y: np.ndarray, fold: int, cnns: int = 1) -> np.ndarray:
+    def teacher(self, train_rows: np.ndarray, train_y: np.ndarray, fold: int, cnns: int, steps: int) -> np.ndarray:
         import keras
 
         labels = np.full(len(self.x_all), -1)
@@ -179,7 +204,7 @@ class _Views:
         networks, spreads = [], []
         for i in range(cnns):
             model = self._model(self.seed + fold + 1000 * i)
-            cnn.fit(model, x_train, train_y, epochs=_epochs_for(len(x_train), 32, self.steps), batch_size=32)
+            cnn.fit(model, x_train, train_y, epochs=_epochs_for(len(x_train), 32, steps), batch_size=32)
             embedder = keras.Model(model.inputs, model.get_layer("logits").input)
             embedding = np.asarray(embedder.predict(self.x_all, batch_size=512, verbose=0), dtype=np.float64)
             kernel, bias = model.get_layer("logits").get_weights()
@@ -225,8 +250,8 @@ def _start_fold_worker(views_args: tuple, threads: int) -> None:
     _WORKER["views"] = _Views(*views_args)
 
 
-def _fold_in_worker(train_rows: np.ndarray, train_y: np.ndarray, fold: int, effort: str) -> np.ndarray:
-    return _WORKER["views"].fold(train_rows, train_y, fold, effort)
+def _fold_in_worker(train_rows: np.ndarray, train_y: np.ndarray, fold: int, level: Level) -> np.ndarray:
+    return _WORKER["views"].fold(train_rows, train_y, fold, level)
 
 
 def _costs_in_worker() -> dict[str, float]:
@@ -242,11 +267,11 @@ def fold_workers(requested: int, folds: int) -> int:
 
 
 def _run_folds(views_args: tuple, jobs: list[tuple[np.ndarray, np.ndarray]], workers: int,
-               progress: Progress | None, effort: str | Callable[[dict[str, float]], str],
-               ) -> tuple[str, list[np.ndarray]]:
-    """Every fold's probabilities for all items, in fold order, and the effort they were trained
-    at: ``effort`` names one of ``EFFORTS``, or is a function from what training costs where the
-    folds train (``_Views.training_costs``) to one, called once before training.
+               progress: Progress | None, level: Level | Callable[[dict[str, float]], Level],
+               ) -> tuple[Level, list[np.ndarray]]:
+    """Every fold's probabilities for all items, in fold order, and the level they were trained
+    at: ``level``, or a function from what training costs where the folds train
+    (``_Views.training_costs``) to one, called once before training.
 
     With more than one worker the folds train in separate processes with one thread each: a
     small CNN keeps only ~1.25 of 2 cores busy (Keras steps on batches of 32-128 images
@@ -265,12 +290,12 @@ def _run_folds(views_args: tuple, jobs: list[tuple[np.ndarray, np.ndarray]], wor
 
     if workers <= 1:
         views = _Views(*views_args)
-        chosen = effort if isinstance(effort, str) else effort(views.training_costs())
+        chosen = level if isinstance(level, Level) else level(views.training_costs())
         return chosen, collected(views.fold(rows, y, f, chosen) for f, (rows, y) in enumerate(jobs))
     threads = max(1, round(usable_cores() / workers))
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_fold_worker,
                              initargs=(views_args, threads)) as pool:
-        chosen = effort if isinstance(effort, str) else effort(pool.submit(_costs_in_worker).result())
+        chosen = level if isinstance(level, Level) else level(pool.submit(_costs_in_worker).result())
         futures = [pool.submit(_fold_in_worker, rows, y, f, chosen) for f, (rows, y) in enumerate(jobs)]
         return chosen, collected(future.result() for future in futures)
 
@@ -336,19 +361,35 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     if effort != "auto" and effort not in EFFORTS:
         raise StageError(f"unknown label_effort {effort!r}; choose auto or one of {', '.join(EFFORTS)}")
     budget = float(params.get("label_time_budget", settings.label_time_budget))
-    estimate: dict[str, dict[str, float]] = {}
+    estimate: dict = {}
 
-    def choose(costs: dict[str, float]) -> str:
-        """The high effort where its estimated time fits the budget with room to spare."""
+    def choose(costs: dict[str, float]) -> Level:
+        """The high effort where its estimated time fits the budget with room to spare, else the
+        standard one; where even that would overrun ``FIT_SHARE`` of the budget (a slow machine, a
+        busy day), the light one (no student), its teacher trained as large a share of its steps
+        as fits."""
         parallel = min(workers, usable_cores())
         n_train = max(len(train) for train, _ in folds)
-        estimate["seconds"] = {name: round(k / parallel * views.fold_seconds(n_train, name, costs), 1)
-                               for name in EFFORTS}
-        estimate["costs"] = {name: round(value, 5) for name, value in costs.items()}
-        return "high" if estimate["seconds"]["high"] <= AUTO_BUDGET_SHARE * budget else "standard"
 
-    effort, fold_probs = _run_folds(views_args, [(seed_rows[train], y_seed[train]) for train, _ in folds], workers,
-                                    progress, choose if effort == "auto" else effort)
+        def seconds(level: Level) -> float:
+            return round(k / parallel * views.fold_seconds(n_train, level, costs), 1)
+
+        estimate["seconds"] = {name: seconds(views.level(name)) for name in EFFORTS}
+        estimate["costs"] = {name: round(value, 5) for name, value in costs.items()}
+        if estimate["seconds"]["high"] <= AUTO_BUDGET_SHARE * budget:
+            return views.level("high")
+        least = views.level("light", MIN_STEP_SHARE)  # as the standard one where the job gave all steps
+        if estimate["seconds"]["standard"] <= FIT_SHARE * budget or seconds(least) >= estimate["seconds"]["standard"]:
+            return views.level("standard")
+        for share in np.arange(1.0, MIN_STEP_SHARE - 1e-9, -0.05).round(2):
+            level = views.level("light", float(share))
+            if seconds(level) <= FIT_SHARE * budget:
+                break
+        estimate["seconds"]["light"], estimate["step_share"] = seconds(level), level.step_share
+        return level
+
+    level, fold_probs = _run_folds(views_args, [(seed_rows[train], y_seed[train]) for train, _ in folds], workers,
+                                   progress, choose if effort == "auto" else views.level(effort))
     oof_mix = np.zeros((len(seed_names), len(classes)))
     rest_log = np.zeros((len(rest_names), len(classes)))
     for (_, held_idx), probs in zip(folds, fold_probs, strict=True):
@@ -373,10 +414,17 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     eligible = seeds_per_class >= MIN_SEEDS_TO_ACCEPT
     warnings = [f"class {name!r} has only {seeds_per_class[c]} seed labels (fewer than {MIN_SEEDS_TO_ACCEPT}): "
                 "none of its predictions is auto-accepted" for c, name in enumerate(classes) if not eligible[c]]
-    if estimate and estimate["seconds"]["standard"] > budget:
-        warnings.append(f"training was estimated at {estimate['seconds']['standard']:.0f} s even at the standard "
-                        f"effort, over the label_time_budget of {budget:.0f} s: fewer folds, label_steps or "
-                        "student_steps shorten it")
+    if estimate.get("step_share"):  # auto fell back to the light effort
+        cut = f", its teacher CNN trained {level.step_share:.0%} of its steps" if level.step_share < 1 else ""
+        warnings.append(f"the standard effort was estimated at {estimate['seconds']['standard']:.0f} s, over "
+                        f"{FIT_SHARE:.0%} of the label_time_budget of {budget:.0f} s, so the folds trained at the "
+                        f"light effort (no student{cut}), estimated at {estimate['seconds']['light']:.0f} s: as "
+                        "accurate on Fashion-MNIST, but fewer labels are auto-accepted; a larger label_time_budget "
+                        "(or label_effort=standard) trains fully")
+    if estimate and estimate["seconds"].get(level.effort, 0) > budget:
+        warnings.append(f"training was estimated at {estimate['seconds'][level.effort]:.0f} s even at the "
+                        f"{level.effort} effort, over the label_time_budget of {budget:.0f} s: fewer folds, "
+                        "label_steps or student_steps shorten it")
     oof_pred, oof_conf = oof_probs.argmax(axis=1), oof_probs.max(axis=1)
     reached = _within_seed_reach(views.pixels, seed_rows, rest_rows, folds)
     threshold_of, effective, class_effective = acceptance_thresholds(
@@ -468,12 +516,11 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
                     "confidence": f"{confidence[i]:.6f}", "priority": p} for p, i in enumerate(order, 1)]
 
     n_accepted = int(accepted.sum())
-    teacher_cnns, student_steps = views.levels(effort)
-    predictor = "a student CNN trained on those labels predicts" if student_steps > 0 else "no student"
+    predictor = "a student CNN trained on those labels predicts" if level.student_steps > 0 else "no student"
     summary = {
         "target_precision": target,
         "acceptance": acceptance,
-        "method": f"{k}-fold cross-fitting; per fold a teacher ({_count(teacher_cnns, views.backbone + ' CNN')}, "
+        "method": f"{k}-fold cross-fitting; per fold a teacher ({_count(level.teacher_cnns, views.backbone + ' CNN')}, "
                   "label spreading over "
                   f"pixels and over the CNN embedding) labels every item, {predictor}; geometric mean over folds; "
                   f"temperature scaling; {'per-class thresholds' if acceptance == 'per_class' else 'one threshold'}",
@@ -485,9 +532,10 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         "audit": {"share": audit_share, "sample": len(audit), "answered": len(audit) - len(audit_rows),
                   "in_queue": int(in_audit.sum()), "accepted_in_queue": int((in_audit & accepted).sum())},
         "fold_workers": workers,
-        "effort": effort,
-        "teacher_cnns": teacher_cnns,
-        "student_steps": student_steps,
+        "effort": level.effort,
+        "teacher_cnns": level.teacher_cnns,
+        "teacher_steps": level.teacher_steps,
+        "student_steps": level.student_steps,
         "effort_estimate": estimate,
         "seed_labels": len(seed_names),
         "review_labels": sum(1 for v in human.values() if v[1] == "review"),
