@@ -415,10 +415,11 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     warnings = [f"class {name!r} has only {seeds_per_class[c]} seed labels (fewer than {MIN_SEEDS_TO_ACCEPT}): "
                 "none of its predictions is auto-accepted" for c, name in enumerate(classes) if not eligible[c]]
     if estimate.get("step_share"):  # auto fell back to the light effort
-        cut = f", its teacher CNN trained {level.step_share:.0%} of its steps" if level.step_share < 1 else ""
+        cuts = (["no student"] if not level.student_steps else []) + (
+            [f"its teacher CNN trained {level.step_share:.0%} of its steps"] if level.step_share < 1 else [])
         warnings.append(f"the standard effort was estimated at {estimate['seconds']['standard']:.0f} s, over "
                         f"{FIT_SHARE:.0%} of the label_time_budget of {budget:.0f} s, so the folds trained at the "
-                        f"light effort (no student{cut}), estimated at {estimate['seconds']['light']:.0f} s: as "
+                        f"light effort ({', '.join(cuts)}), estimated at {estimate['seconds']['light']:.0f} s: as "
                         "accurate on Fashion-MNIST, but fewer labels are auto-accepted; a larger label_time_budget "
                         "(or label_effort=standard) trains fully")
     if estimate and estimate["seconds"].get(level.effort, 0) > budget:
