@@ -200,6 +200,29 @@ def test_accepted_labels_meet_the_target_and_a_flipped_seed_is_flagged(tmp_path,
     assert len(issues) <= 5, "a handful of flags among 100 seeds, not a flood"
 
 
+@pytest.mark.slow
+def test_the_light_effort_labels_with_the_teachers_alone_and_keeps_its_promise(tmp_path, digits_dir):
+    """``label_effort=light`` (what ``auto`` falls back to on a slow machine) trains no student:
+    the folds' teachers label, and what they auto-accept still holds up against the true digits."""
+    from sklearn.datasets import load_digits
+
+    params = {key: value for key, value in FAST_PARAMS.items() if key != "student_steps"}
+    run = LocalRun(tmp_path / "out", Settings(), {**params, "label_effort": "light", "label_steps": 150,
+                                                  "label_workers": 1})
+    run.ingest(digits_dir)
+    run.run(("preprocess", "label"))
+    summary = run.store.get_json("label/summary.json")
+    assert (summary["effort"], summary["teacher_cnns"], summary["student_steps"]) == ("light", 1, 0)
+    assert "no student" in summary["method"]
+    truth = load_digits().target
+    labels = [r for r in run.store.get_csv("labels.csv") if r["source"] == "model"]
+    assert len(labels) == 200 and all(0 < float(r["confidence"]) <= 1 for r in labels)
+    accepted = [int(r["label"]) == truth[int(r["file_name"][-8:-4])] for r in labels if r["status"] == "accepted"]
+    assert len(accepted) >= 60, "at least a third of the unlabelled digits is auto-accepted"
+    errors = len(accepted) - sum(accepted)
+    assert binom.sf(errors - 1, len(accepted), 0.02) >= 0.01, f"{errors} wrong among {len(accepted)} accepted"
+
+
 def _replace_folds(monkeypatch, folds_for, costs: dict[str, float] | None = None) -> None:
     """Replace the label stage's fold training (TensorFlow) with ``folds_for(true, jobs)``, which
     returns each fold's probabilities for every item given the items' true digits (the digits
