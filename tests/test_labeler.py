@@ -130,8 +130,10 @@ def test_confident_learning_flags_a_flipped_label():
     assert [(row, suggested) for row, suggested, _ in issues] == [(4, 0)]
 
 
-def _label(tmp_path, source, params=None):
-    run = LocalRun(tmp_path / "out", Settings(), {**FAST_PARAMS, **(params or {})})
+def _label(tmp_path, source, params=None, without: tuple[str, ...] = ()):
+    """Preprocess and label ``source`` with FAST_PARAMS (less the keys ``without``) and ``params``."""
+    fast = {key: value for key, value in FAST_PARAMS.items() if key not in without}
+    run = LocalRun(tmp_path / "out", Settings(), {**fast, **(params or {})})
     run.ingest(source)
     run.run(("preprocess", "label"))
     return run.store
@@ -206,16 +208,13 @@ def test_the_light_effort_labels_with_the_teachers_alone_and_keeps_its_promise(t
     the folds' teachers label, and what they auto-accept still holds up against the true digits."""
     from sklearn.datasets import load_digits
 
-    params = {key: value for key, value in FAST_PARAMS.items() if key != "student_steps"}
-    run = LocalRun(tmp_path / "out", Settings(), {**params, "label_effort": "light", "label_steps": 150,
-                                                  "label_workers": 1})
-    run.ingest(digits_dir)
-    run.run(("preprocess", "label"))
-    summary = run.store.get_json("label/summary.json")
+    store = _label(tmp_path, digits_dir, {"label_effort": "light", "label_steps": 150, "label_workers": 1},
+                   without=("student_steps",))
+    summary = store.get_json("label/summary.json")
     assert (summary["effort"], summary["teacher_cnns"], summary["student_steps"]) == ("light", 1, 0)
     assert "no student" in summary["method"]
     truth = load_digits().target
-    labels = [r for r in run.store.get_csv("labels.csv") if r["source"] == "model"]
+    labels = [r for r in store.get_csv("labels.csv") if r["source"] == "model"]
     assert len(labels) == 200 and all(0 < float(r["confidence"]) <= 1 for r in labels)
     accepted = [int(r["label"]) == truth[int(r["file_name"][-8:-4])] for r in labels if r["status"] == "accepted"]
     assert len(accepted) >= 60, "at least a third of the unlabelled digits is auto-accepted"
@@ -303,14 +302,10 @@ def test_auto_effort_drops_the_student_where_even_the_standard_effort_would_over
     from labelwright.labeler import stage
 
     _stand_in_folds(monkeypatch, right=0.95, sure_if_right=(4.0, 8.0))
-    params = {key: value for key, value in FAST_PARAMS.items() if key not in ("label_steps", "student_steps")}
-    params |= {"label_effort": "auto", "label_workers": 2}
-
     def summary_for(name: str, budget: float) -> dict:
-        run = LocalRun(tmp_path / name, Settings(), {**params, "label_time_budget": budget})
-        run.ingest(digits_dir)
-        run.run(("preprocess", "label"))
-        return run.store.get_json("label/summary.json")
+        params = {"label_effort": "auto", "label_workers": 2, "label_time_budget": budget}
+        return _label(tmp_path / name, digits_dir, params, without=("label_steps", "student_steps")).get_json(
+            "label/summary.json")
 
     seconds = summary_for("full", 1e6)["effort_estimate"]["seconds"]
     assert seconds["light"] < seconds["standard"] < seconds["high"]

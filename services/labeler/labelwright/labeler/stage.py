@@ -414,7 +414,7 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
     eligible = seeds_per_class >= MIN_SEEDS_TO_ACCEPT
     warnings = [f"class {name!r} has only {seeds_per_class[c]} seed labels (fewer than {MIN_SEEDS_TO_ACCEPT}): "
                 "none of its predictions is auto-accepted" for c, name in enumerate(classes) if not eligible[c]]
-    if estimate.get("step_share"):  # auto fell back to the light effort
+    if estimate and level.effort == "light":  # auto fell back to it
         cuts = (["no student"] if not level.student_steps else []) + (
             [f"its teacher CNN trained {level.step_share:.0%} of its steps"] if level.step_share < 1 else [])
         warnings.append(f"the standard effort was estimated at {estimate['seconds']['standard']:.0f} s, over "
