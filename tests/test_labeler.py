@@ -241,8 +241,8 @@ def _replace_folds(monkeypatch, folds_for, costs: dict[str, float] | None = None
         names[:] = found
         return found, pixels
 
-    def folds(views_args, jobs, workers, progress, effort):
-        chosen = effort(costs) if callable(effort) else effort
+    def folds(views_args, jobs, workers, progress, level):
+        chosen = level(costs) if callable(level) else level
         return chosen, folds_for(truth[[int(name[-8:-4]) for name in names]], jobs)
 
     monkeypatch.setattr(stage, "load_pixels", load_pixels)
@@ -310,7 +310,8 @@ def test_auto_effort_drops_the_student_where_even_the_standard_effort_would_over
     seconds = summary_for("full", 1e6)["effort_estimate"]["seconds"]
     assert seconds["light"] < seconds["standard"] < seconds["high"]
     slow = summary_for("slow", seconds["standard"])  # the standard effort fits, but not 90% of the budget
-    assert (slow["effort"], slow["teacher_cnns"], slow["teacher_steps"], slow["student_steps"]) == ("light", 1, 1000, 0)
+    assert (slow["effort"], slow["teacher_cnns"], slow["student_steps"]) == ("light", 1, 0)
+    assert slow["teacher_steps"] == stage.TEACHER_STEPS == 1000
     assert slow["effort_estimate"]["step_share"] == 1 and "no student" in slow["method"]
     assert any(f"estimated at {seconds['standard']:.0f} s, over 90% of the label_time_budget" in w
                and "(no student)" in w for w in slow["warnings"])
@@ -318,7 +319,7 @@ def test_auto_effort_drops_the_student_where_even_the_standard_effort_would_over
 
     slower = summary_for("slower", seconds["light"])  # not even the light effort fits 90%
     share, estimate = slower["effort_estimate"]["step_share"], slower["effort_estimate"]["seconds"]
-    assert stage.MIN_STEP_SHARE <= share < 1 and slower["teacher_steps"] == round(1000 * share)
+    assert stage.MIN_STEP_SHARE <= share < 1 and slower["teacher_steps"] == round(stage.TEACHER_STEPS * share)
     assert estimate["light"] <= 0.9 * seconds["light"] and slower["student_steps"] == 0
     assert any(f"its teacher CNN trained {share:.0%} of its steps" in w for w in slower["warnings"])
 

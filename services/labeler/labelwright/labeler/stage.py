@@ -92,6 +92,7 @@ EFFORTS = {  # per fold: teacher CNNs averaged, student training steps (batches 
     "standard": {"teacher_cnns": 1, "student_steps": 600},
     "high": {"teacher_cnns": 3, "student_steps": 1500},
 }
+TEACHER_STEPS = 1000  # each teacher CNN's training steps (batches of 32) where ``label_steps`` does not give them
 AUTO_BUDGET_SHARE = 0.6  # ``auto`` takes the high effort where its estimate is within this share of the budget
 FIT_SHARE = 0.9  # and the light one where the standard one's estimate passes this share of it,
 MIN_STEP_SHARE = 0.3  # with fewer teacher steps (never under this share) where even the light one's does
@@ -150,7 +151,7 @@ class _Views:
         """How much a fold trains at ``effort``, its teacher CNNs trained ``step_share`` of their
         steps; explicit job parameters win over the effort's, and given steps are never cut."""
         level = EFFORTS[effort]
-        teacher_steps = int(self.params.get("label_steps", 0)) or max(1, round(1000 * step_share))
+        teacher_steps = int(self.params.get("label_steps", 0)) or max(1, round(TEACHER_STEPS * step_share))
         return Level(effort, int(self.params.get("teacher_cnns", level["teacher_cnns"])), teacher_steps,
                      int(self.params.get("student_steps", level["student_steps"])), step_share)
 
@@ -378,14 +379,14 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         estimate["costs"] = {name: round(value, 5) for name, value in costs.items()}
         if estimate["seconds"]["high"] <= AUTO_BUDGET_SHARE * budget:
             return views.level("high")
-        least = views.level("light", MIN_STEP_SHARE)  # as the standard one where the job gave all steps
-        if estimate["seconds"]["standard"] <= FIT_SHARE * budget or seconds(least) >= estimate["seconds"]["standard"]:
+        standard = estimate["seconds"]["standard"]
+        lights = [views.level("light", float(share)) for share in np.arange(1.0, MIN_STEP_SHARE - 1e-9, -0.05).round(2)]
+        light_seconds = [seconds(light) for light in lights]  # the last one, at MIN_STEP_SHARE, the cheapest
+        if standard <= FIT_SHARE * budget or light_seconds[-1] >= standard:  # the latter: the job gave all steps
             return views.level("standard")
-        for share in np.arange(1.0, MIN_STEP_SHARE - 1e-9, -0.05).round(2):
-            level = views.level("light", float(share))
-            if seconds(level) <= FIT_SHARE * budget:
-                break
-        estimate["seconds"]["light"], estimate["step_share"] = seconds(level), level.step_share
+        i = next((i for i, s in enumerate(light_seconds) if s <= FIT_SHARE * budget), len(lights) - 1)
+        level = lights[i]
+        estimate["seconds"]["light"], estimate["step_share"] = light_seconds[i], level.step_share
         return level
 
     level, fold_probs = _run_folds(views_args, [(seed_rows[train], y_seed[train]) for train, _ in folds], workers,
@@ -422,7 +423,7 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
                         f"light effort ({', '.join(cuts)}), estimated at {estimate['seconds']['light']:.0f} s: as "
                         "accurate on Fashion-MNIST, but fewer labels are auto-accepted; a larger label_time_budget "
                         "(or label_effort=standard) trains fully")
-    if estimate and estimate["seconds"].get(level.effort, 0) > budget:
+    if estimate and estimate["seconds"][level.effort] > budget:
         warnings.append(f"training was estimated at {estimate['seconds'][level.effort]:.0f} s even at the "
                         f"{level.effort} effort, over the label_time_budget of {budget:.0f} s: fewer folds, "
                         "label_steps or student_steps shorten it")
