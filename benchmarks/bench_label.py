@@ -2,8 +2,9 @@
 side in one run on real data (scikit-learn digits, Fashion-MNIST).
 
 Peers: scikit-learn LabelSpreading (kNN kernel) on pixels, and the same small CNN trained on the
-seed labels alone. For the flipped-seed scenario, confident learning on out-of-fold logistic
-regression probabilities is the peer for label-issue detection.
+seed labels alone, for as many steps as one of the stage's teacher CNNs. For the flipped-seed
+scenario, confident learning on out-of-fold logistic regression probabilities is the peer for
+label-issue detection.
 
     python benchmarks/bench_label.py [--only digits|fashion50|fashion10|flipped] [--limit 10000]
 
@@ -28,6 +29,7 @@ from labelwright.core import cnn  # noqa: E402
 from labelwright.core.images import load_pixels, model_input  # noqa: E402
 from labelwright.core.runner import LocalRun  # noqa: E402
 from labelwright.core.settings import Settings  # noqa: E402
+from labelwright.labeler.stage import TEACHER_STEPS  # noqa: E402
 
 TARGET = 0.98
 
@@ -110,7 +112,8 @@ def peers(name, x_seed, y_seed, x_rest, truth, seed_names, flipped_names, params
 
     started = time.perf_counter()
     model = cnn.build_model(x_seed.shape[1:], int(y_seed.max()) + 1, seed=0)
-    epochs = int(np.clip(np.ceil(int(params.get("label_steps", 400)) * 32 / len(x_seed)), 15, 300))
+    # as many steps as one of the stage's teacher CNNs takes: the same network, the seeds alone
+    epochs = int(np.clip(np.ceil(int(params.get("label_steps", TEACHER_STEPS)) * 32 / len(x_seed)), 15, 300))
     cnn.fit(model, x_seed, y_seed, epochs=epochs, batch_size=32)
     probs = cnn.softmax(cnn.predict_logits(model, x_rest))
     rows.append({"scenario": name, "method": "seed-only CNN", "seconds": time.perf_counter() - started,
