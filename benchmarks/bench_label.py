@@ -29,7 +29,7 @@ from labelwright.core import cnn  # noqa: E402
 from labelwright.core.images import load_pixels, model_input  # noqa: E402
 from labelwright.core.runner import LocalRun  # noqa: E402
 from labelwright.core.settings import Settings  # noqa: E402
-from labelwright.labeler.stage import TEACHER_STEPS  # noqa: E402
+from labelwright.labeler.stage import TEACHER_STEPS, _epochs_for  # noqa: E402
 
 TARGET = 0.98
 
@@ -112,8 +112,8 @@ def peers(name, x_seed, y_seed, x_rest, truth, seed_names, flipped_names, params
 
     started = time.perf_counter()
     model = cnn.build_model(x_seed.shape[1:], int(y_seed.max()) + 1, seed=0)
-    # as many steps as one of the stage's teacher CNNs takes: the same network, the seeds alone
-    epochs = int(np.clip(np.ceil(int(params.get("label_steps", TEACHER_STEPS)) * 32 / len(x_seed)), 15, 300))
+    # trained as one of the stage's teacher CNNs is (same steps, same epochs): the seeds alone
+    epochs = _epochs_for(len(x_seed), 32, int(params.get("label_steps", TEACHER_STEPS)))
     cnn.fit(model, x_seed, y_seed, epochs=epochs, batch_size=32)
     probs = cnn.softmax(cnn.predict_logits(model, x_rest))
     rows.append({"scenario": name, "method": "seed-only CNN", "seconds": time.perf_counter() - started,
