@@ -4,6 +4,7 @@ folders, every other image unlabelled in the root. Real data, bundled with sciki
 from __future__ import annotations
 
 import argparse
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,16 @@ def write(out: Path, seeds_per_class: int = 10, limit: int | None = None, seed: 
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(images[i], mode="L").save(folder / f"digit_{i:04d}.png")
     return {"images": len(order), "seeds": sum(taken.values())}
+
+
+@cache
+def _targets() -> np.ndarray:
+    return load_digits().target
+
+
+def true_label(file_name: str) -> int:
+    """The true digit of an image ``write`` wrote (its file name holds its index in the set)."""
+    return int(_targets()[int(Path(file_name).stem.rsplit("_", 1)[1])])
 
 
 if __name__ == "__main__":
