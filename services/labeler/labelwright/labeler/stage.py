@@ -71,7 +71,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 from labelwright.core import cnn
@@ -88,6 +88,9 @@ from .calibration import (
     label_issues,
     log_probabilities,
 )
+
+if TYPE_CHECKING:
+    import keras
 
 LABEL_FIELDS = ["file_name", "label", "confidence", "source", "status"]
 REVIEW_FIELDS = ["file_name", "suggested_label", "confidence", "priority"]
@@ -214,7 +217,8 @@ class _Views:
         costs["model"] = max(0.0, first - step_and_epoch)
         return costs
 
-    def teacher(self, train_rows: np.ndarray, train_y: np.ndarray, fold: int, cnns: int, steps: int):
+    def teacher(self, train_rows: np.ndarray, train_y: np.ndarray, fold: int, cnns: int,
+                steps: int) -> tuple[np.ndarray, keras.Model]:
         """The mean of the three views' probabilities for every item, and the (last) teacher CNN."""
         import keras
 
@@ -235,7 +239,7 @@ class _Views:
                  np.mean(spreads, axis=0)]
         return np.mean(views, axis=0), model
 
-    def student(self, train_rows: np.ndarray, train_y: np.ndarray, teacher: np.ndarray, model,
+    def student(self, train_rows: np.ndarray, train_y: np.ndarray, teacher: np.ndarray, model: keras.Model,
                 steps: int) -> np.ndarray:
         """The teacher's CNN (``model``) trained further, with augmentation and dropout, on the
         fold's seeds plus the teacher's hard labels for every other item (held-out seeds included,
