@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -219,13 +220,19 @@ def test_the_light_effort_labels_with_the_teachers_alone_and_keeps_its_promise(t
     assert binom.sf(errors - 1, len(accepted), 0.02) >= 0.01, f"{errors} wrong among {len(accepted)} accepted"
 
 
-def _replace_folds(monkeypatch, folds_for, costs: dict[str, float] | None = None) -> None:
+QUIET_COSTS = {"model": 1.3, "step32": 0.01, "step128": 0.025, "epoch": 0.02}
+
+
+def _replace_folds(monkeypatch, folds_for, costs: dict[str, float] | list[dict[str, float]] | None = None,
+                   probes: list | None = None) -> None:
     """Replace the label stage's fold training (TensorFlow) with ``folds_for(true, jobs)``, which
     returns each fold's probabilities for every item given the items' true digits (the digits
     fixture's file digit_<i>.png is scikit-learn's item i); ``costs`` stand for the measured cost
-    of training where the effort is chosen by estimate. Everything after the folds (calibration,
+    of training where the effort is chosen by estimate (a list: what successive probes measure),
+    and each probe's costs are appended to ``probes``. Everything after the folds (calibration,
     thresholds, confident learning, outputs) stays real."""
-    costs = costs or {"model": 1.3, "step32": 0.01, "step128": 0.025, "epoch": 0.02}
+    measured = iter(costs) if isinstance(costs, list) else itertools.repeat(costs or QUIET_COSTS)
+    probes = [] if probes is None else probes
     from labelwright.labeler import stage
     names: list[str] = []
     real_load = stage.load_pixels
@@ -236,14 +243,18 @@ def _replace_folds(monkeypatch, folds_for, costs: dict[str, float] | None = None
         return found, pixels
 
     def folds(views_args, jobs, workers, progress, level):
-        chosen = level(costs) if callable(level) else level
+        def probe() -> dict[str, float]:
+            probes.append(next(measured))
+            return probes[-1]
+
+        chosen = level(probe) if callable(level) else level
         return chosen, folds_for(np.array([true_label(name) for name in names]), jobs)
 
     monkeypatch.setattr(stage, "load_pixels", load_pixels)
     monkeypatch.setattr(stage, "_run_folds", folds)
 
 
-def _stand_in_folds(monkeypatch, right: float, sure_if_right: tuple[float, float]) -> None:
+def _stand_in_folds(monkeypatch, right: float, sure_if_right: tuple[float, float], **probing) -> None:
     """A stand-in fold model that knows the true digit of a share ``right`` of the items, with logit
     margins drawn from ``sure_if_right`` where it is right and from (0, 3) where it is wrong."""
 
@@ -258,7 +269,7 @@ def _stand_in_folds(monkeypatch, right: float, sure_if_right: tuple[float, float
             out.append(softmax(logits))
         return out
 
-    _replace_folds(monkeypatch, folds_for)
+    _replace_folds(monkeypatch, folds_for, **probing)
 
 
 def test_auto_effort_trains_more_only_where_its_estimate_fits_the_time_budget(tmp_path, digits_dir, monkeypatch):
@@ -286,6 +297,44 @@ def test_auto_effort_trains_more_only_where_its_estimate_fits_the_time_budget(tm
     over = _label(tmp_path / "c", digits_dir, {**params, "label_time_budget": seconds["standard"] / 2})
     assert any(f"estimated at {seconds['standard']:.0f} s even at the standard effort" in w
                for w in over.get_json("label/summary.json")["warnings"])
+
+
+def test_a_high_effort_estimate_just_past_its_bar_is_timed_again_and_the_quicker_steps_count(
+        tmp_path, digits_dir, monkeypatch):
+    """A probe that caught the machine busy throughout times every step slower. Where that puts the
+    high effort's estimate past 60% of ``label_time_budget`` but within 75%, ``auto`` times training
+    again and takes each step's lower cost; further past, one probe decides."""
+    from labelwright.labeler import stage
+
+    params = {"label_effort": "auto", "student_steps": 600, "label_workers": 2}
+    busy = {**QUIET_COSTS, "step32": 0.012, "step128": 0.03, "epoch": 0.024}  # steps 1.2x as slow
+    probes: list = []
+    _stand_in_folds(monkeypatch, right=0.95, sure_if_right=(4.0, 8.0), costs=[QUIET_COSTS], probes=probes)
+    quiet = _label(tmp_path / "quiet", digits_dir, params).get_json("label/summary.json")["effort_estimate"]
+    assert probes == [QUIET_COSTS] and "first_costs" not in quiet
+    budget = (quiet["seconds"]["high"] + 0.05) / stage.AUTO_BUDGET_SHARE  # the quiet estimate just fits
+
+    probes.clear()
+    _stand_in_folds(monkeypatch, right=0.95, sure_if_right=(4.0, 8.0), costs=[busy, QUIET_COSTS], probes=probes)
+    summary = _label(tmp_path / "busy", digits_dir, {**params, "label_time_budget": budget}).get_json(
+        "label/summary.json")
+    estimate = summary["effort_estimate"]
+    assert probes == [busy, QUIET_COSTS] and summary["effort"] == "high"
+    assert estimate["first_costs"] == busy and estimate["costs"] == QUIET_COSTS
+    assert estimate["seconds"] == quiet["seconds"]
+
+    probes.clear()  # now the quiet probe comes first: the busy one cannot make the steps dearer
+    _stand_in_folds(monkeypatch, right=0.95, sure_if_right=(4.0, 8.0), costs=[QUIET_COSTS, busy], probes=probes)
+    tight = {**params, "label_time_budget": quiet["seconds"]["high"] / 0.7}
+    summary = _label(tmp_path / "tight", digits_dir, tight).get_json("label/summary.json")
+    assert probes == [QUIET_COSTS, busy] and summary["effort"] == "standard"
+    assert summary["effort_estimate"]["costs"] == QUIET_COSTS
+
+    probes.clear()
+    _stand_in_folds(monkeypatch, right=0.95, sure_if_right=(4.0, 8.0), costs=[busy], probes=probes)
+    far = {**params, "label_time_budget": quiet["seconds"]["high"] / 0.8}  # busy: past 75% of it
+    summary = _label(tmp_path / "far", digits_dir, far).get_json("label/summary.json")
+    assert probes == [busy] and summary["effort"] == "standard" and "first_costs" not in summary["effort_estimate"]
 
 
 def test_fits_that_catch_the_machine_busy_do_not_set_the_training_costs(monkeypatch):
