@@ -399,11 +399,11 @@ def run(task: Task, store: Store, settings: Settings, progress: Progress | None 
         standard one; where even that would overrun ``FIT_SHARE`` of the budget (a slow machine, a
         busy day), the light one (no student), its teacher trained as large a share of its steps
         as fits. The estimates come from the training costs ``probe`` measures; where the high
-        effort's estimate misses its bar by a little (within ``RECHECK_SHARE`` of the budget), the steps are
-        timed again and each step cost is the lower of the two: timing is only ever slowed by
-        what else the machine does. Even if the first probe was right, the high effort is then
-        estimated to end within ``RECHECK_SHARE`` of the budget. The network's build keeps the first probe's cost,
-        the cold one a fresh fold process pays."""
+        effort's estimate misses its bar by a little (within ``RECHECK_SHARE`` of the budget), the
+        steps are timed again and each step costs the lower of its two timings: what else the
+        machine does can only slow a timing. Even if the first probe was right, the high effort is
+        then estimated to end within ``RECHECK_SHARE`` of the budget. Building the network (a small
+        part of the estimate) keeps the first probe's cost."""
         parallel = min(workers, usable_cores())
         n_train = max(len(train) for train, _ in folds)
         costs = probe()
