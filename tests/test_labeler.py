@@ -308,32 +308,31 @@ def test_a_high_effort_estimate_just_past_its_bar_is_timed_again_and_the_quicker
 
     params = {"label_effort": "auto", "student_steps": 600, "label_workers": 2}
     busy = {**QUIET_COSTS, "step32": 0.012, "step128": 0.03, "epoch": 0.024}  # steps 1.2x as slow
-    probes: list = []
-    _stand_in_folds(monkeypatch, right=0.95, sure_if_right=(4.0, 8.0), costs=[QUIET_COSTS], probes=probes)
-    quiet = _label(tmp_path / "quiet", digits_dir, params).get_json("label/summary.json")["effort_estimate"]
+
+    def summary_for(name: str, costs: list[dict[str, float]], **budget: float) -> tuple[dict, list]:
+        """The run's summary and the costs its probes measured, the probes measuring ``costs``."""
+        probes: list = []
+        _stand_in_folds(monkeypatch, right=0.95, sure_if_right=(4.0, 8.0), costs=costs, probes=probes)
+        return _label(tmp_path / name, digits_dir, {**params, **budget}).get_json("label/summary.json"), probes
+
+    summary, probes = summary_for("quiet", [QUIET_COSTS])
+    quiet = summary["effort_estimate"]
     assert probes == [QUIET_COSTS] and "first_costs" not in quiet
     budget = (quiet["seconds"]["high"] + 0.05) / stage.AUTO_BUDGET_SHARE  # the quiet estimate just fits
 
-    probes.clear()
-    _stand_in_folds(monkeypatch, right=0.95, sure_if_right=(4.0, 8.0), costs=[busy, QUIET_COSTS], probes=probes)
-    summary = _label(tmp_path / "busy", digits_dir, {**params, "label_time_budget": budget}).get_json(
-        "label/summary.json")
+    summary, probes = summary_for("busy", [busy, QUIET_COSTS], label_time_budget=budget)
     estimate = summary["effort_estimate"]
     assert probes == [busy, QUIET_COSTS] and summary["effort"] == "high"
     assert estimate["first_costs"] == busy and estimate["costs"] == QUIET_COSTS
     assert estimate["seconds"] == quiet["seconds"]
 
-    probes.clear()  # now the quiet probe comes first: the busy one cannot make the steps dearer
-    _stand_in_folds(monkeypatch, right=0.95, sure_if_right=(4.0, 8.0), costs=[QUIET_COSTS, busy], probes=probes)
-    tight = {**params, "label_time_budget": quiet["seconds"]["high"] / 0.7}
-    summary = _label(tmp_path / "tight", digits_dir, tight).get_json("label/summary.json")
+    # now the quiet probe comes first: the busy one cannot make the steps dearer
+    summary, probes = summary_for("tight", [QUIET_COSTS, busy], label_time_budget=quiet["seconds"]["high"] / 0.7)
     assert probes == [QUIET_COSTS, busy] and summary["effort"] == "standard"
     assert summary["effort_estimate"]["costs"] == QUIET_COSTS
 
-    probes.clear()
-    _stand_in_folds(monkeypatch, right=0.95, sure_if_right=(4.0, 8.0), costs=[busy], probes=probes)
-    far = {**params, "label_time_budget": quiet["seconds"]["high"] / 0.8}  # busy: past 75% of it
-    summary = _label(tmp_path / "far", digits_dir, far).get_json("label/summary.json")
+    # busy: past 75% of the budget
+    summary, probes = summary_for("far", [busy], label_time_budget=quiet["seconds"]["high"] / 0.8)
     assert probes == [busy] and summary["effort"] == "standard" and "first_costs" not in summary["effort_estimate"]
 
 
